@@ -1,0 +1,185 @@
+"""Precision policies: where an algorithm rounds, and how its dot products and sums round.
+
+Every algorithm in ``spec/`` takes a :class:`PrecisionPolicy`. The policy names four formats,
+one per kind of value a kernel holds:
+
+==============  ==========================================================================
+matmul_input    the operands of the two GEMMs (Q, K, V, and P before P.V)
+accumulate      the GEMM outputs (S = Q K^T, the P.V partials, the running O)
+softmax         the vector unit's values (scale, max, exp, l, rescale factors, LSE)
+output          the final O written back to memory
+==============  ==========================================================================
+
+and one accumulation rule for every dot product and row sum:
+
+``"exact"`` (default)
+    The sum of exact products, rounded once into the target format. Every product of two
+    numbers of <= 26 significant bits is exact in binary64, so this is well defined and
+    independent of summation order: the model of a tensor core or Cube unit whose internal
+    accumulator is wide enough not to matter. Fast path: one float64 GEMM, certified per
+    element against the a-priori bound |fl(sum) - sum| <= gamma_{K-1} * sum|x_i|
+    (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., eq. 4.4, any
+    summation order); elements the bound cannot certify are summed exactly in rationals.
+
+``"sequential"``
+    Left-to-right over the reduction index, rounding into the target format after every
+    addition: the model of a narrow accumulator (the "FP16 accumulation" failure mode).
+
+With ``matmul_input = FP64`` products are no longer exact in binary64; that policy is the
+"reference-grade float64" evaluation (numpy's BLAS order, error <= gamma_K sum|x_i|) and is
+not bit-reproducible across BLAS builds. Use the mpmath oracle when exactness matters.
+
+Elementary functions (exp, log, tanh) are evaluated in float64 by numpy (<= 1 ulp of
+binary64) and then rounded into the target format: this equals a correctly rounded function
+except for arguments within ~2**-52 relative of a rounding boundary of the target format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+from .errors import ConventionError, require
+from .formats import Format, get_format, round_exact, round_to
+
+Accumulation = Literal["exact", "sequential"]
+
+_U64 = 2.0 ** -53
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """Where an algorithm rounds. See the module docstring for the meaning of each field."""
+
+    matmul_input: Format
+    accumulate: Format
+    softmax: Format
+    output: Format
+    accumulation: Accumulation = "exact"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for field in ("matmul_input", "accumulate", "softmax", "output"):
+            object.__setattr__(self, field, get_format(getattr(self, field)))
+        require(self.accumulation in ("exact", "sequential"), ConventionError,
+                f"accumulation: expected 'exact' or 'sequential', got {self.accumulation!r}")
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.matmul_input}/{self.accumulate}/{self.softmax}/"
+                                             f"{self.output}" + ("" if self.accumulation == "exact" else "/seq"))
+
+    @classmethod
+    def uniform(cls, fmt: "Format | str", accumulation: Accumulation = "exact") -> "PrecisionPolicy":
+        """Return the policy that keeps every value in ``fmt``: a naive same-format implementation."""
+        f = get_format(fmt)
+        return cls(f, f, f, f, accumulation, name=f"{f}" + ("" if accumulation == "exact" else "/seq"))
+
+    # Rounding points -------------------------------------------------------------------------
+    def to_input(self, x) -> np.ndarray:
+        """Return x rounded to the GEMM operand format."""
+        return round_to(x, self.matmul_input)
+
+    def to_accumulate(self, x) -> np.ndarray:
+        """Return x rounded to the accumulator format."""
+        return round_to(x, self.accumulate)
+
+    def to_softmax(self, x) -> np.ndarray:
+        """Return x rounded to the vector-unit format."""
+        return round_to(x, self.softmax)
+
+    def to_output(self, x) -> np.ndarray:
+        """Return x rounded to the output format."""
+        return round_to(x, self.output)
+
+    # Vector-unit operations, each correctly rounded into the softmax format ------------------
+    def exp(self, x) -> np.ndarray:
+        """Return exp(x) rounded into the softmax format (exp(-inf) = 0)."""
+        with np.errstate(over="ignore"):
+            return self.to_softmax(np.exp(x))
+
+    def log(self, x) -> np.ndarray:
+        """Return log(x) rounded into the softmax format (log(0) = -inf)."""
+        with np.errstate(divide="ignore"):
+            return self.to_softmax(np.log(x))
+
+    # Reductions ------------------------------------------------------------------------------
+    def matmul(self, a: np.ndarray, b: np.ndarray, fmt: "Format | None" = None) -> np.ndarray:
+        """Return a @ b (batched over leading axes) rounded into ``fmt`` (default: accumulate).
+
+        ``a`` and ``b`` must already hold values of the matmul_input format.
+        """
+        return matmul_rounded(a, b, self.accumulate if fmt is None else get_format(fmt), self.accumulation)
+
+    def sum(self, x: np.ndarray, axis: int = -1, fmt: "Format | None" = None) -> np.ndarray:
+        """Return the sum of ``x`` over ``axis`` (keepdims) rounded into ``fmt`` (default: softmax)."""
+        return sum_rounded(x, axis, self.softmax if fmt is None else get_format(fmt), self.accumulation)
+
+
+def matmul_rounded(a: np.ndarray, b: np.ndarray, fmt: Format, accumulation: Accumulation = "exact") -> np.ndarray:
+    """Return a @ b with every output element rounded into ``fmt`` by the given accumulation rule."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, batch + a.shape[-2:])  # (..., M, K)
+    b = np.broadcast_to(b, batch + b.shape[-2:])  # (..., K, N)
+    if accumulation == "sequential":
+        acc = np.zeros(batch + (a.shape[-2], b.shape[-1]))
+        for k in range(a.shape[-1]):  # one rank-1 term at a time, rounded after each addition
+            acc = round_to(acc + a[..., :, k:k + 1] * b[..., k:k + 1, :], fmt)
+        return acc
+    approx = np.matmul(a, b)
+    if fmt is Format.FP64:
+        return approx
+    magnitude = np.matmul(np.abs(a), np.abs(b))
+    return _certify(approx, magnitude, a.shape[-1], fmt,
+                    lambda idx: _exact_dot(a[idx[:-1]], b[idx[:-2] + (slice(None), idx[-1])]))
+
+
+def sum_rounded(x: np.ndarray, axis: int, fmt: Format, accumulation: Accumulation = "exact") -> np.ndarray:
+    """Return sum(x, axis, keepdims=True) rounded into ``fmt`` by the given accumulation rule."""
+    x = np.asarray(x, dtype=np.float64)
+    moved = np.moveaxis(x, axis, -1)  # reduction index last
+    if accumulation == "sequential":
+        acc = np.zeros(moved.shape[:-1])
+        for k in range(moved.shape[-1]):
+            acc = round_to(acc + moved[..., k], fmt)
+        return np.expand_dims(acc, axis)
+    approx = moved.sum(axis=-1)
+    if fmt is Format.FP64:
+        return np.expand_dims(approx, axis)
+    magnitude = np.abs(moved).sum(axis=-1)
+    out = _certify(approx, magnitude, moved.shape[-1], fmt, lambda idx: _exact_sum(moved[idx]))
+    return np.expand_dims(out, axis)
+
+
+def _exact_dot(x: np.ndarray, y: np.ndarray) -> Fraction:
+    """Return the exact rational value of sum(x_i * y_i)."""
+    return sum((Fraction(float(p)) * Fraction(float(q)) for p, q in zip(x, y)), Fraction(0))
+
+
+def _exact_sum(x: np.ndarray) -> Fraction:
+    """Return the exact rational value of sum(x_i)."""
+    return sum((Fraction(float(v)) for v in x), Fraction(0))
+
+
+def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Format, exact) -> np.ndarray:
+    """Round ``approx`` into ``fmt`` where its error bound allows; compute the rest exactly.
+
+    ``magnitude`` is fl(sum |x_i|). With gamma = (n-1)u/(1-(n-1)u), the true sum lies within
+    gamma/(1-gamma) * magnitude of ``approx`` (the extra factor covers the rounding of
+    ``magnitude`` itself); the 1 + 2**-50 slack covers the float64 evaluation of the radius.
+    Where both ends of that interval round to the same value, that value is the correctly
+    rounded exact sum (rounding is monotone).
+    """
+    nu = max(n_terms - 1, 1) * _U64
+    gamma = nu / (1 - nu)
+    radius = magnitude * (gamma / (1 - gamma)) * (1 + 2.0 ** -50)
+    lo = round_to(approx - radius, fmt)
+    hi = round_to(approx + radius, fmt)
+    out = lo.copy()
+    undecided = np.argwhere(~((lo == hi) | (np.isnan(lo) & np.isnan(hi))))
+    for idx in map(tuple, undecided):
+        out[idx] = round_exact(exact(idx), fmt)
+    return out
