@@ -117,6 +117,35 @@ def run_check(c: Check) -> Report:
     return Report(c.name, c.kind, outcome.status, time.perf_counter() - start, outcome.detail, dict(outcome.data))
 
 
+# ----------------------------------------------------------------------------------------------
+# Named tools behind "attnspec report NAME ..." and "attnspec model NAME ..."
+# ----------------------------------------------------------------------------------------------
+
+_TOOLS: dict[str, dict[str, tuple[str, Callable[[list[str]], int]]]] = {"report": {}, "model": {}}
+
+
+def tool(group: str, name: str, help: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
+    """Register ``main(argv) -> exit code`` as ``attnspec <group> <name> [argv...]``.
+
+    ``group`` is "report" or "model". The function parses its own arguments, so each tool
+    keeps its options next to its code.
+    """
+    if group not in _TOOLS:
+        raise ValueError(f"group: expected one of {sorted(_TOOLS)}, got {group!r}")
+
+    def decorate(fn: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        _TOOLS[group][name] = (help, fn)
+        return fn
+
+    return decorate
+
+
+def tools(group: str) -> dict[str, tuple[str, Callable[[list[str]], int]]]:
+    """Return {name: (help, main)} of the registered tools of ``group``."""
+    load_all()
+    return dict(sorted(_TOOLS[group].items()))
+
+
 def exit_code(reports: list[Report]) -> int:
     """Return 0 when all passed, 1 when any failed, 3 when none failed but some were unknown."""
     if any(r.status == "fail" for r in reports):

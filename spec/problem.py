@@ -46,6 +46,7 @@ class AttentionProblem:
     q_lens: np.ndarray  # (B,) int64
     kv_lens: np.ndarray  # (B,) int64
     empty_lse: float  # LSE reported for a row with no admissible key
+    scale_is_default: bool = False  # True: the exact scale is the real 1/sqrt(Dk), of which ``scale`` is the float64
 
     @property
     def batch(self) -> int:
@@ -109,6 +110,7 @@ def attention_problem(q, k, v, *, scale: float | None = None, causal: bool = Fal
     require(hq % hkv == 0, ShapeError,
             f"q: expected a query-head count divisible by the kv-head count {hkv}, got {hq}")
 
+    scale_is_default = scale is None
     if scale is None:
         scale = 1.0 / np.sqrt(dk)
     require(isinstance(scale, (int, float, np.floating, np.integer)) and not isinstance(scale, bool),
@@ -160,7 +162,7 @@ def attention_problem(q, k, v, *, scale: float | None = None, causal: bool = Fal
             bias = m
     return AttentionProblem(q=q, k=k, v=v, scale=scale, softcap=softcap, bias=bias,
                             allowed=np.ascontiguousarray(allowed), q_lens=q_lens, kv_lens=kv_lens,
-                            empty_lse=float(empty_lse))
+                            empty_lse=float(empty_lse), scale_is_default=scale_is_default)
 
 
 def _lengths(lengths, batch: int, limit: int, name: str) -> np.ndarray:
