@@ -383,26 +383,14 @@ class DecodeResult:
     lse: np.ndarray
 
 
-def mla_decode(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: float | None = None,
-               causal: bool = False, dv: int | None = None, config: MLAConfig = DEEPSEEK_V3,
-               policy: PrecisionPolicy = POLICY_FP64, algorithm: str = "attention", block_k: int = 64,
-               empty_lse: float = -np.inf) -> DecodeResult:
-    """Return the MLA kernel view: q (B, s_q, h_q, 576) against a latent cache, V = its first ``dv`` channels.
+def decode_problem(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: float | None = None,
+                   causal: bool = False, config: MLAConfig = DEEPSEEK_V3, empty_lse: float = -np.inf) -> AttentionProblem:
+    """Return the MQA problem of the kernel view: q (B, h_q, s_q, 576) against the cache, V its first kv_lora_rank channels.
 
-    ``kv_cache`` is paged, (num_blocks, page, h_kv, 576) with ``block_table`` (B, max_blocks)
-    and ``cache_seqlens`` (B,) as in ``flash_mla_with_kvcache``, or dense, (B, S, h_kv, 576)
-    with optional ``cache_seqlens`` (default S). Cache slots at or beyond a sequence's length,
-    and block-table entries past its last page, are never read. ``scale`` defaults to
-    ``config.softmax_scale`` (FlashMLA's own default is 1/sqrt(576); see the module docstring).
-    ``algorithm`` is "attention" (the definition) or "flash" (spec.flash, ``block_k`` keys per
-    block, FlashMLA's page size 64 by default).
+    Inputs as in :func:`mla_decode`. Every kernel of the MLA kernel view (FlashMLA, AMLA)
+    starts from this problem, so the layout and the masking conventions are decided here once.
     """
     width = config.latent_dim
-    dv = config.kv_lora_rank if dv is None else dv
-    require(dv == config.kv_lora_rank, ShapeError,
-            f"dv: expected kv_lora_rank = {config.kv_lora_rank} (V is the latent c, the first kv_lora_rank channels), "
-            f"got {dv!r}")
-    require(algorithm in ALGORITHMS, ConventionError, f"algorithm: expected one of {ALGORITHMS}, got {algorithm!r}")
     q = as_float64(q, "q")
     require(q.ndim == 4 and q.shape[3] == width, ShapeError,
             f"q: expected (B, s_q, h_q, kv_lora_rank + qk_rope_head_dim = {width}), got {q.shape}")
@@ -422,9 +410,33 @@ def mla_decode(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: floa
         require(np.ndim(block_table) == 2 and np.shape(block_table)[0] == batch, ShapeError,
                 f"block_table: expected (B={batch}, max_blocks), got shape {np.shape(block_table)}")
     k, lengths = gather_paged(cache, block_table, lengths)  # (B, h_kv, S_max, 576)
-    problem = attention_problem(np.swapaxes(q, 1, 2), k, k[..., :dv],  # (B, h_q, s_q, 576)
-                                scale=config.softmax_scale if scale is None else scale, causal=causal,
-                                causal_alignment="bottom_right", kv_seqlens=lengths, empty_lse=empty_lse)
+    return attention_problem(np.swapaxes(q, 1, 2), k, k[..., :config.kv_lora_rank],  # q (B, h_q, s_q, 576)
+                             scale=config.softmax_scale if scale is None else scale, causal=causal,
+                             causal_alignment="bottom_right", kv_seqlens=lengths, empty_lse=empty_lse)
+
+
+def mla_decode(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: float | None = None,
+               causal: bool = False, dv: int | None = None, config: MLAConfig = DEEPSEEK_V3,
+               policy: PrecisionPolicy = POLICY_FP64, algorithm: str = "attention", block_k: int = 64,
+               empty_lse: float = -np.inf) -> DecodeResult:
+    """Return the MLA kernel view: q (B, s_q, h_q, 576) against a latent cache, V = its first ``dv`` channels.
+
+    ``kv_cache`` is paged, (num_blocks, page, h_kv, 576) with ``block_table`` (B, max_blocks)
+    and ``cache_seqlens`` (B,) as in ``flash_mla_with_kvcache``, or dense, (B, S, h_kv, 576)
+    with optional ``cache_seqlens`` (default S). Cache slots at or beyond a sequence's length,
+    and block-table entries past its last page, are never read. ``dv`` must be kv_lora_rank
+    (FlashMLA's ``head_dim_v`` "must be 512"). ``scale`` defaults to ``config.softmax_scale``
+    (FlashMLA's own default is 1/sqrt(576); see the module docstring). ``algorithm`` is
+    "attention" (the definition) or "flash" (spec.flash, ``block_k`` keys per block,
+    FlashMLA's page size 64 by default).
+    """
+    dv = config.kv_lora_rank if dv is None else dv
+    require(dv == config.kv_lora_rank, ShapeError,
+            f"dv: expected kv_lora_rank = {config.kv_lora_rank} (V is the latent c, the first kv_lora_rank channels), "
+            f"got {dv!r}")
+    require(algorithm in ALGORITHMS, ConventionError, f"algorithm: expected one of {ALGORITHMS}, got {algorithm!r}")
+    problem = decode_problem(q, kv_cache, block_table=block_table, cache_seqlens=cache_seqlens, scale=scale,
+                             causal=causal, config=config, empty_lse=empty_lse)
     if algorithm == "flash":
         result = flash_from_problem(problem, policy, block_k)
     else:
