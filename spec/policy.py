@@ -154,14 +154,29 @@ def sum_rounded(x: np.ndarray, axis: int, fmt: Format, accumulation: Accumulatio
     return np.expand_dims(out, axis)
 
 
+def _dyadic_sum(terms) -> Fraction:
+    """Return the exact sum of the rationals n/d given as (n, d) pairs whose d are powers of two.
+
+    Integer arithmetic over the largest denominator, normalised once: the same value as a
+    sum of Fractions, without a gcd per term (ties of low-precision dot products are common,
+    and each is resolved here).
+    """
+    terms = list(terms)
+    if not terms:
+        return Fraction(0)
+    top = max(d for _, d in terms)
+    return Fraction(sum(n * (top // d) for n, d in terms), top)
+
+
 def _exact_dot(x: np.ndarray, y: np.ndarray) -> Fraction:
     """Return the exact rational value of sum(x_i * y_i)."""
-    return sum((Fraction(float(p)) * Fraction(float(q)) for p, q in zip(x, y)), Fraction(0))
+    ratios = ((p.as_integer_ratio(), q.as_integer_ratio()) for p, q in zip(x.tolist(), y.tolist()))
+    return _dyadic_sum((a * c, b * d) for (a, b), (c, d) in ratios)
 
 
 def _exact_sum(x: np.ndarray) -> Fraction:
     """Return the exact rational value of sum(x_i)."""
-    return sum((Fraction(float(v)) for v in x), Fraction(0))
+    return _dyadic_sum(v.as_integer_ratio() for v in x.tolist())
 
 
 def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Format, exact) -> np.ndarray:
