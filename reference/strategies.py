@@ -113,3 +113,28 @@ def attention_inputs(draw, *, fmt: "Format | str" = Format.FP32, min_batch: int 
         conventions["kv_seqlens"] = np.array(draw(st.lists(st.integers(min_value=0, max_value=sk),
                                                            min_size=b, max_size=b)), dtype=np.int64)
     return AttentionCase(q, k, v, conventions)
+
+
+def find_failure(strategy: st.SearchStrategy, fails, *, max_examples: int = 500):
+    """Return an example of ``strategy`` on which ``fails(example)`` is true, or raise AssertionError.
+
+    This is how a test shows that a property catches a mutant: the property must fail on
+    some generated case. The search is deterministic (derandomized), skips shrinking (the
+    witness only has to exist) and treats an exception raised by ``fails`` as a failure of
+    the mutant, since a crashing kernel is a detected kernel.
+    """
+    from hypothesis import Phase, find
+    from hypothesis.errors import NoSuchExample
+
+    def failing(example) -> bool:
+        try:
+            return bool(fails(example))
+        except Exception:  # the mutant crashed on this input: that is a detection
+            return True
+
+    try:
+        return find(strategy, failing, settings=settings(max_examples=max_examples, derandomize=True, database=None,
+                                                         phases=[Phase.generate], deadline=None))
+    except NoSuchExample:
+        raise AssertionError(f"no failing example in {max_examples} cases: the property did not catch the mutant") \
+            from None

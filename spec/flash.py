@@ -78,7 +78,7 @@ def flash_finalize(state: FlashState, policy: PrecisionPolicy, empty_lse: float,
     """
     empty = state.m == -np.inf  # (B, Hq, Sq, 1)
     safe_l = np.where(empty, 1.0, state.l)
-    inv_l = policy.to_softmax(1.0 / safe_l)  # softmax.h multiplies by the reciprocal
+    inv_l = policy.to_softmax(1 / safe_l)  # softmax.h multiplies by the reciprocal
     out = policy.to_accumulate(state.o * inv_l)
     if not partial:
         out = policy.to_output(out)

@@ -249,7 +249,8 @@ def from_bits(bits, fmt: "Format | str") -> np.ndarray:
     limit = 1 << f.info.bits
     require(b.size == 0 or (int(b.min()) >= 0 and int(b.max()) < limit), FormatError,
             f"bits: expected integers in [0, 2**{f.info.bits}), got range [{b.min()}, {b.max()}]")
-    return b.astype(f.info.uint).view(f.info.storage).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN encodings convert to NaN, as intended
+        return b.astype(f.info.uint).view(f.info.storage).astype(np.float64)
 
 
 def fp32_as_int32(x) -> np.ndarray:
