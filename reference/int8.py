@@ -82,7 +82,9 @@ from attnspec.registry import Outcome, check
 from attnspec.spec.errors import ConventionError, DomainError, FormatError, ShapeError, require
 from attnspec.spec.formats import Format, as_float64, get_format, is_representable, require_finite, \
     require_representable, round_exact, round_to, ulp
-from attnspec.spec.policy import matmul_rounded
+from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig, MLAWeights, _rope, _tokens, gemm, kernel_inputs, \
+    mla_latents, rms_norm
+from attnspec.spec.policy import PrecisionPolicy, matmul_rounded
 
 QMIN, QMAX = -127, 127
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
@@ -519,6 +521,89 @@ def calibrate_weight(x_calib, w, *, migration_grid=MIGRATION_GRID, clip_grid=CLI
 
 
 # ----------------------------------------------------------------------------------------------
+# The INT8 path of MLAProlog (§4.2.2; ops-transformer@c29bc10 attention/mla_prolog/README.md)
+# ----------------------------------------------------------------------------------------------
+
+#: MLAProlog's BF16 arithmetic: BF16 GEMM operands and outputs, FP32 accumulation and vector work (RoPE).
+PROLOG_POLICY = PrecisionPolicy(Format.BF16, Format.FP32, Format.FP32, Format.BF16, name="mla_prolog")
+
+
+@dataclass(frozen=True)
+class PrologResult:
+    """MLAProlog's outputs (query, query_rope, the kv_cache and kr_cache rows) and the q projection before RoPE."""
+
+    query: np.ndarray  # (B, S, N, kv_lora_rank): W_UK^T q_nope, the absorbed query
+    query_rope: np.ndarray  # (B, S, N, qk_rope_head_dim)
+    c: np.ndarray  # (B, S, kv_lora_rank)
+    k_pe: np.ndarray  # (B, S, qk_rope_head_dim)
+    q: np.ndarray  # (B, S, N, qk_head_dim): c_q W_uq_qr^T, before RoPE
+    q_proj: Int8LinearResult | None  # the INT8 GEMM, None on the BF16 path
+
+
+def mla_prolog(x, weights: MLAWeights, config: MLAConfig = DEEPSEEK_V3, *, uq_qr: QuantizedWeight | None = None,
+               positions=None, policy: PrecisionPolicy = PROLOG_POLICY, variant: Variant = "ideal",
+               dequant: Dequant = "exact") -> PrologResult:
+    """Return MLAProlog of tokens x (B, S, hidden): with ``uq_qr`` (INT8 weight_uq_qr) the query up-projection is
+    the W8A8 GEMM with per-channel dequant scales; ``None`` gives the BF16 path. W_UK stays BF16 either way.
+
+    ``uq_qr`` quantises ``weights.wq_b`` (torch layout (N (D + Dr), Hcq); CANN stores its transpose).
+    """
+    require(config.q_lora_rank > 0, ShapeError, "config: expected q_lora_rank > 0 (MLAProlog has weight_dq)")
+    x, pos = _tokens(x, config, positions)  # (B, S, hidden), (B, S)
+    b, s, _ = x.shape
+    c_q = rms_norm(gemm(x, weights.wq_a.T, policy), weights.q_norm, config.norm_eps, policy)  # RmsNorm(x W_dq)
+    if uq_qr is None:
+        q_proj, q = None, gemm(c_q, weights.wq_b.T, policy)  # [variant: bf16] weight_uq_qr BF16
+    else:
+        q_proj = int8_linear(c_q.reshape(b * s, -1), uq_qr, x_format=policy.matmul_input,  # (B S, Hcq)
+                             out_format=policy.matmul_input, variant=variant, dequant=dequant)
+        q = q_proj.y  # weight_uq_qr INT8, dequant scale (1, N (D + Dr))
+    q = q.reshape(b, s, config.n_heads, config.qk_head_dim)  # (B, S, N, D + Dr)
+    q_nope, q_pe = q[..., :config.qk_nope_head_dim], q[..., config.qk_nope_head_dim:]
+    c, k_pe = mla_latents(x, weights, config, positions=pos, policy=policy)  # kv_cache / kr_cache rows
+    absorbed, _ = kernel_inputs(q_nope, _rope(q_pe, pos, config, policy), c, k_pe, weights, config,
+                                policy=policy)  # (B, S, N, r + Dr): W_UK^T q_nope in BF16
+    r = config.kv_lora_rank
+    return PrologResult(absorbed[..., :r], absorbed[..., r:], c, k_pe, q, q_proj)
+
+
+def prolog_deviation_bound(int8_path: PrologResult, bf16_path: PrologResult, weights: MLAWeights,
+                           uq_qr: QuantizedWeight, config: MLAConfig = DEEPSEEK_V3) -> tuple[np.ndarray, np.ndarray]:
+    """Return bounds (query, query_rope) on |INT8 path - BF16 path| of MLAProlog under PROLOG_POLICY.
+
+    Derivation (z = c_q W_uq_qr^T exactly; both paths share c_q bit for bit). The INT8 q obeys
+    |q8 - z| <= B (:func:`int8_linear_error_bound`); the BF16 q = bf16(fl32(z)) obeys
+    |q16 - z| <= e(q16), e(v) = ulp_bf16(v)/2 + 2^-24 (|v| + ulp_bf16(v)/2). So the inputs of
+    the next steps differ by D <= B + e(q16). A BF16 GEMM out = bf16(fl32(sum_d a_d W_d)) of two
+    inputs differs by at most sum_d |W_d| D_d + e(out_a) + e(out_b) (the absorption, W = W_UK).
+    RoPE y0 = bf16(fl32(fl32(a0 c) - fl32(a1 s))), |c|, |s| <= 1: |y(a) - y(b)| <=
+    D_0 + D_1 + gamma_2 (|a0| + |a1| + |b0| + |b1|) + ulp_bf16(y_a)/2 + ulp_bf16(y_b)/2, and the
+    same for y1. The float64 evaluation of the non-negative sums is covered by 1 + 2^-40.
+    """
+    bf16 = Format.BF16
+    u32 = _U32
+
+    def e(v: np.ndarray) -> np.ndarray:
+        half = ulp(v, bf16) / 2
+        return half + u32 * (np.abs(v) + half)
+
+    b, s = int8_path.q.shape[:2]
+    w = weights.wq_b
+    gemm_bound = int8_linear_error_bound(w, uq_qr, int8_path.q_proj).reshape(int8_path.q.shape)
+    d = gemm_bound + e(bf16_path.q)  # (B, S, N, D + Dr)
+    d_nope, d_pe = d[..., :config.qk_nope_head_dim], d[..., config.qk_nope_head_dim:]
+    w_uk = np.abs(weights.w_uk(config))  # (N, D, r)
+    spread = np.einsum("bshd,hdc->bshc", d_nope, w_uk)  # (B, S, N, r)
+    query = (spread + e(int8_path.query) + e(bf16_path.query)) * (1 + 2.0**-40)
+    gamma2 = 2 * u32 / (1 - 2 * u32)
+    a, c_ = int8_path.q[..., config.qk_nope_head_dim:], bf16_path.q[..., config.qk_nope_head_dim:]
+    pairs = d_pe[..., 0::2] + d_pe[..., 1::2] + gamma2 * (np.abs(a[..., 0::2]) + np.abs(a[..., 1::2])
+                                                           + np.abs(c_[..., 0::2]) + np.abs(c_[..., 1::2]))
+    rope = np.repeat(pairs, 2, axis=-1) + ulp(int8_path.query_rope, bf16) / 2 + ulp(bf16_path.query_rope, bf16) / 2
+    return query, rope * (1 + 2.0**-40)
+
+
+# ----------------------------------------------------------------------------------------------
 # attnspec verify checks
 # ----------------------------------------------------------------------------------------------
 
@@ -606,3 +691,24 @@ def check_calibration_never_worse() -> Outcome:
     return Outcome.from_bool(ok, f"smoothing: error {smoothing.errors[0]:.4g} -> {min(smoothing.errors):.4g}; "
                                  f"clipping alone: alphas {sorted(set(clip_alone.alpha.tolist()))} (up to {gain:.2f}x "
                                  f"smaller error); after smoothing: {sorted(set(clip_after.alpha.tolist()))}")
+
+
+#: A scaled-down MLA (DeepSeek-V3's structure: compressed query, decoupled RoPE, YaRN on) for quick checks.
+SMALL_MLA = MLAConfig(hidden=64, n_heads=4, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                      v_head_dim=8, original_seq_len=32, max_seq_len=64)
+
+
+@check("int8.mla_prolog_int8", "property")
+def check_mla_prolog_int8() -> Outcome:
+    """MLAProlog with INT8 weight_uq_qr stays within the derived bound of the BF16 path; the KV rows are unchanged."""
+    weights = MLAWeights.random(SMALL_MLA, 0, fmt=Format.BF16)
+    x = round_to(np.random.default_rng(1).standard_normal((2, 3, SMALL_MLA.hidden)), Format.BF16)
+    uq_qr = quantize_weight(weights.wq_b)
+    int8_path = mla_prolog(x, weights, SMALL_MLA, uq_qr=uq_qr)
+    bf16_path = mla_prolog(x, weights, SMALL_MLA)
+    query_bound, rope_bound = prolog_deviation_bound(int8_path, bf16_path, weights, uq_qr, SMALL_MLA)
+    ratio = max(float(np.max(np.abs(int8_path.query - bf16_path.query) / query_bound)),
+                float(np.max(np.abs(int8_path.query_rope - bf16_path.query_rope) / rope_bound)))
+    same_kv = np.array_equal(int8_path.c, bf16_path.c) and np.array_equal(int8_path.k_pe, bf16_path.k_pe)
+    return Outcome.from_bool(ratio <= 1 and same_kv, f"max |INT8 - BF16| / bound = {ratio:.3f}; KV rows identical: "
+                                                     f"{same_kv}", {"max_ratio": ratio})

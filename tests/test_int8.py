@@ -19,6 +19,7 @@ from attnspec.reference.int8 import (INT32_SAFE_K, QuantizedWeight, dequantize, 
                                      quantize_weight, search_clipping, search_smoothing, smoothing_candidates)
 from attnspec.spec.errors import ConventionError, DomainError, FormatError, ShapeError
 from attnspec.spec.formats import Format, round_exact, round_to, ulp
+from attnspec.spec.mla import MLAWeights, kernel_inputs, mla_latents, mla_queries
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,3 +349,56 @@ def test_calibrated_weight_beats_plain_quantisation_on_outliers():
     plain = int8_linear(x, quantize_weight(w), out_format=Format.FP64).y
     tuned = int8_linear(x, int8.calibrate_weight(x, w, block_rows=4), out_format=Format.FP64).y
     assert np.linalg.norm(tuned - reference) < np.linalg.norm(plain - reference) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# The INT8 path of MLAProlog
+# ----------------------------------------------------------------------------------------------
+
+def prolog_case(seed: int, b: int = 2, s: int = 3, spread: float = 1.0):
+    """(x (B, S, hidden) BF16, MLAWeights (BF16), positions) of int8.SMALL_MLA, seeded."""
+    rng = np.random.default_rng(seed)
+    x = round_to(rng.standard_normal((b, s, int8.SMALL_MLA.hidden)) * spread, Format.BF16)
+    positions = rng.integers(0, int8.SMALL_MLA.max_seq_len, (b, s))
+    return x, MLAWeights.random(int8.SMALL_MLA, seed, fmt=Format.BF16), positions
+
+
+@st.composite
+def prolog_cases(draw):
+    """Seeded prolog cases with 1-2 sequences of 1-3 tokens at magnitudes 0.1, 1 and 10."""
+    return prolog_case(draw(st.integers(min_value=0, max_value=2**16)), draw(st.integers(min_value=1, max_value=2)),
+                       draw(st.integers(min_value=1, max_value=3)), draw(st.sampled_from([0.1, 1.0, 10.0])))
+
+
+def prolog_within_bound(case) -> bool:
+    x, weights, positions = case
+    uq_qr = quantize_weight(weights.wq_b)
+    a = int8.mla_prolog(x, weights, int8.SMALL_MLA, uq_qr=uq_qr, positions=positions)
+    b = int8.mla_prolog(x, weights, int8.SMALL_MLA, positions=positions)
+    query_bound, rope_bound = int8.prolog_deviation_bound(a, b, weights, uq_qr, int8.SMALL_MLA)
+    return (bool(np.all(np.abs(a.query - b.query) <= query_bound))
+            and bool(np.all(np.abs(a.query_rope - b.query_rope) <= rope_bound))
+            and np.array_equal(a.c, b.c) and np.array_equal(a.k_pe, b.k_pe))
+
+
+@given(prolog_cases())
+def test_int8_prolog_within_bound_of_the_bf16_path(case):
+    assert prolog_within_bound(case)
+
+
+def test_int8_prolog_mutant_is_caught(monkeypatch):
+    original = int8.dequantize
+    monkeypatch.setattr(int8, "dequantize", lambda acc, s_x, s_w, **kw: original(acc, s_x, np.roll(s_w, 1), **kw))
+    assert not any(prolog_within_bound(prolog_case(seed)) for seed in range(3))
+
+
+def test_bf16_prolog_is_spec_mla():
+    x, weights, positions = prolog_case(11)
+    policy = int8.PROLOG_POLICY
+    got = int8.mla_prolog(x, weights, int8.SMALL_MLA, positions=positions)
+    q_nope, q_pe = mla_queries(x, weights, int8.SMALL_MLA, positions=positions, policy=policy)
+    c, k_pe = mla_latents(x, weights, int8.SMALL_MLA, positions=positions, policy=policy)
+    query, _ = kernel_inputs(q_nope, q_pe, c, k_pe, weights, int8.SMALL_MLA, policy=policy)
+    r = int8.SMALL_MLA.kv_lora_rank
+    assert np.array_equal(got.query, query[..., :r]) and np.array_equal(got.query_rope, query[..., r:])
+    assert np.array_equal(got.c, c) and np.array_equal(got.k_pe, k_pe)
