@@ -77,6 +77,9 @@ Known deviations:
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -84,7 +87,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from attnspec.reference.int8 import QuantizedActivation, Variant, activation_error_bound, quantize_per_token
-from attnspec.registry import Outcome, check
+from attnspec.registry import Outcome, check, tool
 from attnspec.spec.errors import ConventionError, DomainError, ImplementationError, ShapeError, require
 from attnspec.spec.formats import Format, as_float64, from_bits, require_finite, require_representable, round_to, \
     to_bits, ulp
@@ -709,8 +712,8 @@ def small_case(seed: int, *, experts_per_rank: int = 1, batch: int = 5, hidden: 
     return layout, gate, x, routing
 
 
-def _ids_weights(routing: Routing, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return routing's expert ids and weights reshaped to (R, BS, K) like x (R, BS, H)."""
+def split_per_rank(routing: Routing, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the routing of R x BS tokens as expert ids and weights (R, BS, K), matching x (R, BS, H)."""
     shape = x.shape[:2] + (-1,)
     return routing.expert_ids.reshape(shape), routing.weights.reshape(shape)
 
@@ -721,7 +724,7 @@ def check_dispatch_exactly_once() -> Outcome:
     problems = []
     for seed, per_rank, policy in ((0, 1, "source_rank"), (1, 2, "token"), (2, 2, "source_rank")):
         layout, _, x, routing = small_case(seed, experts_per_rank=per_rank)
-        ids, _ = _ids_weights(routing, x)
+        ids, _ = split_per_rank(routing, x)
         result = dispatch(x, ids, layout, replica_policy=policy)
         problems += dispatch_problems(result, x, ids, layout)
     return Outcome.from_bool(not problems, "3 configurations, no violation" if not problems else problems[0],
@@ -734,7 +737,7 @@ def check_combine_identity_bound() -> Outcome:
     ratios = []
     for seed, variant in ((3, "ideal"), (4, "cann")):
         layout, _, x, routing = small_case(seed)
-        ids, weights = _ids_weights(routing, x)
+        ids, weights = split_per_rank(routing, x)
         result = dispatch(x, ids, layout, variant=variant)
         ok, ratio = combine_within_bound(x, weights, result, combine(result, weights, layout), variant)
         ratios.append(ratio if ok else math.inf)
@@ -745,7 +748,7 @@ def check_combine_identity_bound() -> Outcome:
 def check_overflow_policy() -> Outcome:
     """Below the worst-case capacity, 'raise' raises and 'drop' reports every dropped message; nothing is lost."""
     layout, _, x, routing = small_case(5, experts_per_rank=2)
-    ids, weights = _ids_weights(routing, x)
+    ids, weights = split_per_rank(routing, x)
     try:
         dispatch(x, ids, layout, max_tokens=2)
         raised = False
@@ -778,7 +781,7 @@ def check_routing_group_limited() -> Outcome:
     problems = routing_problems(routing)
     logits, bias, config = release_mask_case()
     fixed = routing_problems(route(logits, bias, config), config)
-    release = GateConfig(**{**config.__dict__, "group_mask": "multiply"})
+    release = dataclasses.replace(config, group_mask="multiply")
     broken = routing_problems(route(logits, bias, release), release)
     ok = not problems and not fixed and bool(broken)
     return Outcome.from_bool(ok, f"64 tokens x 256 experts: {len(problems)} violations; release mask: "
@@ -793,9 +796,30 @@ def check_ep320_exactly_once() -> Outcome:
     x = round_to(rng.standard_normal((layout.world_size, 2, 8)), Format.BF16)
     routing = route(rng.standard_normal((layout.world_size * 2, 256)),
                     round_to(rng.standard_normal(256) * 0.01, Format.FP32))
-    ids, weights = _ids_weights(routing, x)
+    ids, weights = split_per_rank(routing, x)
     result = dispatch(x, ids, layout, fmt=MessageFormat(hidden=8, scale_region=32))
     problems = dispatch_problems(result, x, ids, layout)
     ok, ratio = combine_within_bound(x, weights, result, combine(result, weights, layout))
     return Outcome.from_bool(ok and not problems, f"320 ranks x 2 tokens x (8 + 1) messages: {len(problems)} "
                                                   f"violations; combine error / bound = {ratio:.3f}")
+
+
+@tool("report", "ep-buffers", "FusedDispatch/FusedCombine message and static buffer sizes (default: EP320, 96 tokens/die)")
+def ep_buffers_report(argv: list[str]) -> int:
+    """Print the buffer arithmetic of §4.2.1 for a configuration; --json for a machine-readable copy."""
+    parser = argparse.ArgumentParser(prog="attnspec report ep-buffers")
+    parser.add_argument("--rank-num", type=int, default=320)
+    parser.add_argument("--local-batch", type=int, default=96, help="tokens per die per step (MTP included)")
+    parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--experts-per-rank", type=int, default=1)
+    parser.add_argument("--hidden", type=int, default=7168)
+    parser.add_argument("--scale-region", type=int, default=512, help="512 (paper) or 128 (ops-transformer@c29bc10)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    fmt = MessageFormat(hidden=args.hidden, scale_region=args.scale_region)
+    r = buffer_report(args.rank_num, args.local_batch, args.top_k, args.experts_per_rank, fmt)
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(r), "total": r.total, "total_mib": r.total / MIB}, indent=1))
+    else:
+        print("\n".join(r.lines()))
+    return 0

@@ -71,6 +71,8 @@ Known deviations from the sources:
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -78,7 +80,7 @@ from typing import Literal
 
 import numpy as np
 
-from attnspec.registry import Outcome, check
+from attnspec.registry import Outcome, check, tool
 from attnspec.spec.errors import ConventionError, DomainError, FormatError, ShapeError, require
 from attnspec.spec.formats import Format, as_float64, get_format, is_representable, require_finite, \
     require_representable, round_exact, round_to, ulp
@@ -712,3 +714,39 @@ def check_mla_prolog_int8() -> Outcome:
     same_kv = np.array_equal(int8_path.c, bf16_path.c) and np.array_equal(int8_path.k_pe, bf16_path.k_pe)
     return Outcome.from_bool(ratio <= 1 and same_kv, f"max |INT8 - BF16| / bound = {ratio:.3f}; KV rows identical: "
                                                      f"{same_kv}", {"max_ratio": ratio})
+
+
+@tool("report", "int8", "W8A8 GEMM error against the exact product: plain, smoothed, smoothed and clipped")
+def int8_report(argv: list[str]) -> int:
+    """Print, for a seeded outlier problem, each quantisation's relative error and its largest error/bound ratio."""
+    parser = argparse.ArgumentParser(prog="attnspec report int8")
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--k", type=int, default=256, help="the reduction length (in_features)")
+    parser.add_argument("--out", type=int, default=32, help="out_features")
+    parser.add_argument("--block-rows", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    x, w = outlier_problem(args.seed, args.tokens, args.k, args.out)
+    oracle = gemm_oracle(x, w)
+    smoothing = search_smoothing(x, w)
+    clipping = search_clipping(x, w, smooth=smoothing.smooth, block_rows=args.block_rows)
+    weights = {"plain": quantize_weight(w), "clipped": quantize_weight(w, alpha=search_clipping(
+        x, w, block_rows=args.block_rows).alpha), "smoothed": quantize_weight(w, smooth=smoothing.smooth),
+        "smoothed+clipped": quantize_weight(w, alpha=clipping.alpha, smooth=smoothing.smooth)}
+    rows = []
+    for name, weight in weights.items():
+        result = int8_linear(x, weight, out_format=Format.FP64)
+        bound = int8_linear_error_bound(w, weight, result) + ulp(oracle, Format.FP64) / 2
+        rows.append({"weight": name, "relative_error": float(np.linalg.norm(result.y - oracle) / np.linalg.norm(oracle)),
+                     "max_error_over_bound": float(np.max(np.abs(result.y - oracle) / bound))})
+    if args.json:
+        print(json.dumps({"problem": vars(args), "int32_safe_k": INT32_SAFE_K, "rows": rows}, indent=1))
+        return 0
+    print(f"x ({args.tokens}, {args.k}) with outlier channels, W ({args.out}, {args.k}); INT32 safe for K <= "
+          f"{INT32_SAFE_K}; Y in FP64 against the exact x W^T")
+    print("| weight | ||Y - xW^T|| / ||xW^T|| | max |Y - xW^T| / bound |")
+    print("|---|---|---|")
+    for row in rows:
+        print(f"| {row['weight']} | {row['relative_error']:.3e} | {row['max_error_over_bound']:.3f} |")
+    return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import find, given
@@ -73,11 +75,11 @@ def test_routing_properties_deepseek_v3(inputs):
 
 def test_release_group_mask_mutant_is_caught():
     # DeepSeek-V3 @ 4c2fdb8 multiplied by the group mask: a negative biased score loses to the masked zeros.
-    release = GateConfig(**{**SMALL_GATE.__dict__, "group_mask": "multiply"})
+    release = dataclasses.replace(SMALL_GATE, group_mask="multiply")
     find(gate_inputs(), lambda inputs: bool(routing_problems(route(*inputs, release), release)))
     logits, bias, config = ep.release_mask_case()
     assert route(logits, bias, config).expert_ids.tolist() == [[4, 5, 6]]
-    assert route(logits, bias, GateConfig(**{**config.__dict__, "group_mask": "multiply"})).expert_ids.tolist() == [[4, 5, 0]]
+    assert route(logits, bias, dataclasses.replace(config, group_mask="multiply")).expert_ids.tolist() == [[4, 5, 0]]
 
 
 def test_ascending_topk_mutant_is_caught(monkeypatch):
@@ -173,7 +175,7 @@ def seeded_cases(*, tight_capacity: bool = False) -> list[tuple]:
     cases = []
     for seed, per_rank, policy in ((0, 1, "source_rank"), (1, 2, "token"), (2, 2, "source_rank")):
         layout, _, x, routing = ep.small_case(seed, experts_per_rank=per_rank)
-        ids, weights = ep._ids_weights(routing, x)
+        ids, weights = ep.split_per_rank(routing, x)
         cases.append((layout, x, ids, weights, policy, 1 if tight_capacity else None))
     return cases
 
@@ -217,7 +219,7 @@ def test_dispatch_mutants_are_caught(monkeypatch, name, attribute, mutant):
 
 def test_checker_catches_corrupted_buffers():
     layout, _, x, routing = ep.small_case(0)
-    ids, _ = ep._ids_weights(routing, x)
+    ids, _ = ep.split_per_rank(routing, x)
     result = dispatch(x, ids, layout)
     assert not dispatch_problems(result, x, ids, layout)
     counts = result.counts.copy()
@@ -256,7 +258,7 @@ def test_capacity_without_min_mutant_is_caught(monkeypatch):
 
 def test_overflow_policies():
     layout, _, x, routing = ep.small_case(5, experts_per_rank=2)
-    ids, weights = ep._ids_weights(routing, x)
+    ids, weights = ep.split_per_rank(routing, x)
     with pytest.raises(DomainError, match="max_tokens: expected room for token"):
         dispatch(x, ids, layout, max_tokens=2)
     result = dispatch(x, ids, layout, max_tokens=2, overflow="drop")
@@ -301,7 +303,7 @@ def test_combine_mutants_are_caught(monkeypatch, mutant):
 
 def test_missing_contribution_is_an_error():
     layout, _, x, routing = ep.small_case(3)
-    ids, weights = ep._ids_weights(routing, x)
+    ids, weights = ep.split_per_rank(routing, x)
     result = dispatch(x, ids, layout)
     counts = result.counts.copy()
     counts[tuple(np.argwhere(counts > 0)[0])] -= 1
@@ -313,7 +315,7 @@ def test_missing_contribution_is_an_error():
 
 def test_dispatch_bad_input():
     layout, _, x, routing = ep.small_case(0)
-    ids, weights = ep._ids_weights(routing, x)
+    ids, weights = ep.split_per_rank(routing, x)
     bad = ids.copy()
     bad[0, 0, 1] = bad[0, 0, 0]
     with pytest.raises(DomainError, match="distinct experts per token, token \\(0, 0\\)"):
@@ -326,3 +328,10 @@ def test_dispatch_bad_input():
         dispatch(nan, ids, layout)
     with pytest.raises(FormatError, match="weights"):
         combine(dispatch(x, ids, layout), weights + 2**-40, layout)
+
+
+def test_ep_buffers_report(capsys):
+    assert ep.ep_buffers_report([]) == 0
+    assert "total per die = 676331520 B = 645.0 MiB" in capsys.readouterr().out
+    assert ep.ep_buffers_report(["--scale-region", "128", "--json"]) == 0
+    assert '"dispatch_msg": 7296' in capsys.readouterr().out

@@ -402,3 +402,9 @@ def test_bf16_prolog_is_spec_mla():
     r = int8.SMALL_MLA.kv_lora_rank
     assert np.array_equal(got.query, query[..., :r]) and np.array_equal(got.query_rope, query[..., r:])
     assert np.array_equal(got.c, c) and np.array_equal(got.k_pe, k_pe)
+
+
+def test_int8_report(capsys):
+    assert int8.int8_report(["--tokens", "4", "--k", "32", "--out", "8", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"int32_safe_k": 133144' in out and '"weight": "smoothed+clipped"' in out
