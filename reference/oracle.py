@@ -18,7 +18,8 @@ that is exactly a rounding midpoint cannot be separated that way; for those the 
 decides exactly, using the Lindemann-Weierstrass theorem: without softcap every logit is an
 algebraic number, so exp of distinct logits are linearly independent over the algebraic
 numbers, and an output sum_g e^{s_g} V_g / sum_g n_g e^{s_g} (keys grouped by equal logit)
-is rational iff every group has the same mean V_g / n_g, which is then its exact value.
+is rational iff every group has the same mean V_g / n_g, which is then its exact value (with a
+single group that holds for any logits, softcap included).
 Likewise LSE is rational only for a row with a single admitted key and a rational logit.
 Anything still undecided raises :class:`OracleUncertifiedError` rather than guess.
 """
@@ -165,10 +166,12 @@ class OracleResult:
         lse = np.empty(shape[:-1])
         for idx in np.ndindex(shape[:-1]):
             for attempt in range(ESCALATIONS + 1):
+                target = self.prec * 4 ** attempt
+                if self._row_prec[idx] < target:
+                    self._compute_row(idx, target)
                 row = self._round_row(idx, f)
-                if row is not None or attempt == ESCALATIONS:
+                if row is not None:
                     break
-                self._compute_row(idx, int(self._row_prec[idx]) * 4)
             if row is None:
                 row = self._decide_exactly(idx, f, strict)
             out[idx], lse[idx] = row
@@ -196,9 +199,11 @@ class OracleResult:
         out = []
         for d, x in enumerate(self.out_iv[idx]):
             value = _round_enclosure(x, f)
-            if value is None and p.softcap is None:
+            # One group: the output is the plain mean whatever the logit. Several groups (no softcap, so
+            # algebraic logits): by Lindemann-Weierstrass it is rational iff all group means agree.
+            if value is None and (len(groups) == 1 or p.softcap is None):
                 means = {sum((Fraction(float(vrow[j, d])) for j in js), Fraction(0)) / len(js) for js in groups.values()}
-                if len(means) == 1:  # Lindemann-Weierstrass: the output is rational exactly in this case
+                if len(means) == 1:
                     value = round_exact(means.pop(), f)
             out.append(self._undecided(idx, f, x, strict) if value is None else value)
         if self.lse_iv[idx] is None:
@@ -214,9 +219,10 @@ class OracleResult:
 
     def _undecided(self, idx, f: Format, x, strict: bool) -> float:
         if strict:
+            mid = float(_to_fraction(x.mid._mpi_[0]))
             raise OracleUncertifiedError(
                 f"oracle: cannot certify the {f} rounding of row {idx} at {int(self._row_prec[idx])} bits "
-                f"(enclosure {x}); pass strict=False to accept the midpoint's rounding")
+                f"(value ~{mid!r} sits on a rounding boundary); pass strict=False to accept the midpoint's rounding")
         self.uncertified.append((f.info.name, idx))
         return round_exact(_to_fraction(x.mid._mpi_[0]), f)
 
