@@ -70,7 +70,8 @@ def _witness(bound_model: int, terms: int, q: int) -> str:
     if INT32_MIN <= total <= INT32_MAX:
         raise AssertionError(f"{terms} products {q}*{q} sum to {total}, which fits INT32: not a counterexample")
     first = INT32_MAX // (q * q) + 1
-    return f"replayed: {terms} products {q}*{q} = {total} > 2^31 - 1; first overflowing K for |q| <= {abs(q)} is {first}"
+    return (f"replayed: {terms} products {q}*{q} = {total} > 2^31 - 1; "
+            f"first overflowing K for |q| <= {abs(q)} is {first}")
 
 
 @theorem("int8.int32_accumulation_no_overflow")

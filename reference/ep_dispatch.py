@@ -21,7 +21,7 @@ The algorithm, as §4.2.1 and the kernels lay it out:
     Gate      s = sigmoid(logits);  b = s + bias                    (bias for selection only)
               g_j = top-2 sum of b in group j;  G = top-4 groups      (8 groups of 32)
               E = top-8 of b inside G;  w = s[E] / sum s[E] * 2.5
-    Dispatch  per source rank r, token t (§6.3 FusedDispatch 1-3):
+    Dispatch  per source rank r, token t (§4.2.1, Fig. 11-12):
               (xq, scale) = per-token INT8 of x_t                    early quantisation
               for k in 0..K (k = K: the shared expert):
                   slot = replica of E[t, k];  dst = rank of slot
@@ -116,7 +116,8 @@ class GateConfig:
     def __post_init__(self) -> None:
         for name in ("n_experts", "n_groups", "topk_groups", "top_k"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, ShapeError, f"{name}: expected a positive int, got {value!r}")
+            require(isinstance(value, int) and value >= 1, ShapeError,
+                    f"{name}: expected a positive int, got {value!r}")
         require(self.n_experts % self.n_groups == 0 and self.n_experts // self.n_groups >= 2, ShapeError,
                 f"n_experts: expected a multiple of n_groups={self.n_groups} with >= 2 experts per group, "
                 f"got {self.n_experts}")
@@ -188,7 +189,7 @@ def route(logits, bias, config: GateConfig = DEEPSEEK_V3_GATE) -> Routing:
 
 @dataclass(frozen=True)
 class EPLayout:
-    """Ranks [0, shared_ranks) each hold the shared expert; routed slot p lives on rank shared_ranks + p // experts_per_rank.
+    """Ranks [0, shared_ranks) hold the shared expert; routed slot p is on rank shared_ranks + p // experts_per_rank.
 
     ``phy2log[p]`` is the logical expert of routed slot p; every expert has at least one slot.
     """
@@ -203,7 +204,8 @@ class EPLayout:
                 f"shared_ranks: expected a positive int, got {self.shared_ranks!r}")
         require(isinstance(self.experts_per_rank, int) and self.experts_per_rank >= 1
                 and len(self.phy2log) % self.experts_per_rank == 0, ShapeError,
-                f"phy2log: expected a multiple of experts_per_rank={self.experts_per_rank} slots, got {len(self.phy2log)}")
+                f"phy2log: expected a multiple of experts_per_rank={self.experts_per_rank} slots, "
+                f"got {len(self.phy2log)}")
         slots = np.asarray(self.phy2log)
         require(slots.size > 0 and np.all((slots >= 0) & (slots < self.n_experts)), DomainError,
                 f"phy2log: expected expert ids in [0, {self.n_experts}), got {self.phy2log[:8]}...")
@@ -349,7 +351,8 @@ class BufferReport:
         return [f"max_tokens = {self.local_batch} x min(top_k, experts_per_rank) = {self.max_tokens}",
                 f"dispatch msg = hidden INT8 + scale region = {self.dispatch_msg} B = {self.dispatch_msg / kib} KiB",
                 f"combine msg = hidden x 2 B (BF16) = {self.combine_msg} B = {self.combine_msg / kib} KiB",
-                f"dispatch buffer = {self.rank_num} x {self.max_tokens} x {self.dispatch_msg} = {self.dispatch_buffer} B"
+                f"dispatch buffer = {self.rank_num} x {self.max_tokens} x {self.dispatch_msg} = "
+                f"{self.dispatch_buffer} B"
                 f" = {self.dispatch_buffer / MIB} MiB",
                 f"combine buffer = {self.rank_num} x {self.max_tokens} x {self.combine_msg} = {self.combine_buffer} B"
                 f" = {self.combine_buffer / MIB} MiB",
@@ -411,7 +414,8 @@ def _check_expert_ids(expert_ids, shape: tuple[int, int], n_experts: int) -> np.
 
 
 def dispatch(x, expert_ids, layout: EPLayout, *, fmt: MessageFormat | None = None, max_tokens: int | None = None,
-             overflow: Literal["raise", "drop"] = "raise", replica_policy: Literal["source_rank", "token"] = "source_rank",
+             overflow: Literal["raise", "drop"] = "raise",
+             replica_policy: Literal["source_rank", "token"] = "source_rank",
              variant: Variant = "ideal", zero_rows: Literal["raise", "unit_scale"] = "raise") -> DispatchResult:
     """Return the state after FusedDispatch of every rank's tokens x (R, BS, H) (BF16 values) to their experts.
 
@@ -459,7 +463,7 @@ def dispatch(x, expert_ids, layout: EPLayout, *, fmt: MessageFormat | None = Non
 
 @dataclass(frozen=True)
 class Received:
-    """What one rank gathered after the flags (§6.3 dispatch step 3), sorted by local expert, then source."""
+    """What one rank gathered after the flags (§4.2.1, FusedDispatch), sorted by local expert, then source."""
 
     tokens: QuantizedActivation  # (n, H)
     meta: np.ndarray  # (n, 4) source rank, batch slot, k, local expert
@@ -518,9 +522,10 @@ def combine(result: DispatchResult, weights, layout: EPLayout, experts: Expert =
     require_finite(weights, "weights")
     require_representable(weights, Format.FP32, "weights")
     hidden = result.fmt.hidden
-    combine_buffers = np.zeros((r_num, r_num, result.max_tokens, hidden), dtype=np.uint16)  # (origin, expert rank, row, H) BF16 bits
+    # (origin, expert rank, row, H) BF16 bit patterns: each origin's static combine buffer
+    combine_buffers = np.zeros((r_num, r_num, result.max_tokens, hidden), dtype=np.uint16)
     completions = np.zeros((r_num, batch), dtype=np.int64)
-    for rank in range(r_num):  # FusedCombine step 1-2 on every expert rank
+    for rank in range(r_num):  # §4.2.1 FusedCombine: every expert rank writes back and bumps the flags
         got = receive(result, rank, layout.experts_per_rank)
         start = 0
         for local, n in enumerate(got.expert_counts):
@@ -545,7 +550,7 @@ def combine(result: DispatchResult, weights, layout: EPLayout, experts: Expert =
                                   f"{int(expected[idx])}; a kernel waiting on this flag would "
                                   f"{'hang' if completions[idx] < expected[idx] else 'read a stale buffer'}")
     out = np.zeros((r_num, batch, hidden))
-    for src in range(r_num):  # FusedCombine step 3 on every origin
+    for src in range(r_num):  # §4.2.1 FusedCombine: every origin weights and sums its K + 1 results
         for t in range(batch):
             acc = np.zeros(hidden)
             for k in range(top_k + 1):
@@ -586,9 +591,9 @@ def dispatch_problems(result: DispatchResult, x, expert_ids, layout: EPLayout) -
                     continue
                 seen[(src, t, k)] = seen.get((src, t, k), 0) + 1
                 want = SHARED if k == top_k else int(ids[src, t, k])
-                if not 0 <= local < layout.experts_per_rank or layout.expert_at(rank, local) != want:
-                    problems.append(f"{where}: token ({src}, {t}) k={k} for expert {want} landed at expert "
-                                    f"{layout.expert_at(rank, local) if 0 <= local < layout.experts_per_rank else local}")
+                hosted = layout.expert_at(rank, local) if 0 <= local < layout.experts_per_rank else None
+                if hosted != want:
+                    problems.append(f"{where}: token ({src}, {t}) k={k} for expert {want} landed at expert {hosted}")
                 sent = result.activations[src]
                 if not (np.array_equal(xq, sent.q[t]) and scale == sent.scale[t]):
                     problems.append(f"{where}: payload of token ({src}, {t}) differs from what was quantised")
@@ -663,7 +668,8 @@ def routing_problems(routing: Routing, config: GateConfig = DEEPSEEK_V3_GATE) ->
         b = routing.biased[t]
         kept_set = set(int(j) for j in kept)
         if len(set(ids.tolist())) != c.top_k or not {int(e) // per_group for e in ids} <= kept_set:
-            problems.append(f"token {t}: experts {ids.tolist()} are not {c.top_k} distinct experts of groups {sorted(kept_set)}")
+            problems.append(f"token {t}: experts {ids.tolist()} are not {c.top_k} distinct experts of groups "
+                            f"{sorted(kept_set)}")
         top2 = np.sort(b.reshape(c.n_groups, per_group), axis=-1)[:, -2:].sum(axis=-1)  # exact sums of FP32 pairs
         dropped_groups = [j for j in range(c.n_groups) if j not in kept_set]
         slack = 2 * u * np.max(np.abs(top2))  # the gate compares these sums rounded to score_format
@@ -759,11 +765,12 @@ def check_overflow_policy() -> Outcome:
     combined = combine(result, weights, layout)
     ok = raised and bool(result.dropped) and not problems and combined.dropped == result.dropped
     return Outcome.from_bool(ok, f"raise: {raised}; drop: {len(result.dropped)} messages dropped and reported, "
-                                 f"{len(problems)} violations", {"dropped": len(result.dropped), "problems": problems[:5]})
+                                 f"{len(problems)} violations",
+                             {"dropped": len(result.dropped), "problems": problems[:5]})
 
 
 def release_mask_case() -> tuple[np.ndarray, np.ndarray, GateConfig]:
-    """Return (logits, bias, config) on which DeepSeek-V3 @ 4c2fdb8's multiplicative mask picks a dropped group's expert."""
+    """Return (logits, bias, config) on which the release's (4c2fdb8) multiplied mask picks a dropped group's expert."""
     config = GateConfig(n_experts=8, n_groups=4, topk_groups=2, top_k=3)
     logits = np.zeros((1, 8))  # every sigmoid score is 0.5
     # Biased scores -2.5 x4, 1.5, 1.5, -0.25, -0.25: groups 2 and 3 are kept (top-2 sums 3 and -0.5 against -5),
@@ -785,7 +792,8 @@ def check_routing_group_limited() -> Outcome:
     broken = routing_problems(route(logits, bias, release), release)
     ok = not problems and not fixed and bool(broken)
     return Outcome.from_bool(ok, f"64 tokens x 256 experts: {len(problems)} violations; release mask: "
-                                 f"{broken[0] if broken else 'no violation (expected one)'}", {"problems": problems[:5]})
+                                 f"{broken[0] if broken else 'no violation (expected one)'}",
+                             {"problems": problems[:5]})
 
 
 @check("ep.ep320_exactly_once", "property", quick=False)
@@ -804,7 +812,7 @@ def check_ep320_exactly_once() -> Outcome:
                                                   f"violations; combine error / bound = {ratio:.3f}")
 
 
-@tool("report", "ep-buffers", "FusedDispatch/FusedCombine message and static buffer sizes (default: EP320, 96 tokens/die)")
+@tool("report", "ep-buffers", "FusedDispatch/FusedCombine message and static buffer sizes (EP320, 96 tokens/die)")
 def ep_buffers_report(argv: list[str]) -> int:
     """Print the buffer arithmetic of §4.2.1 for a configuration; --json for a machine-readable copy."""
     parser = argparse.ArgumentParser(prog="attnspec report ep-buffers")

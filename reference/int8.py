@@ -30,15 +30,21 @@ range                  symmetric [-127, 127]; -128 unused      one FP32 scale, n
 scale format           FP32                                    QuantProcess stores ``1/dynamicScale``
 accumulator            INT32; overflow raises (or wraps)       §5.5.3
 dequantisation         one rounding of s_x s_w acc to BF16     §4.5 part 4, §5.5.3 (BF16 out)
-input formats          x: BF16, W: any FP32 value              §6.1 (BF16 hidden states)
+input formats          x: BF16, W: any FP32 value              §4.2.1 (BF16 hidden states)
 =====================  =====================================  ======================================
 
-Lemma (RNE through binary64). For v with at most 43 significant bits and an FP32 scale s,
-``np.rint(v / s)`` (one binary64 division, then ties-to-even) equals RNE of the exact
-quotient: a half-integer h != v/s is at least 2**-34 (relative to s's binade) away from it,
-while the division errs by at most 2**-46 for |v/s| <= 128 (beyond, the result saturates).
-Every quotient formed here has at most 32 + 24 bits in play, and the tests check the
-lemma against exact rational rounding.
+Lemma (RNE through binary64). For an FP32 value v and an FP32 scale s, ``np.rint(v / s)``
+(one binary64 division, then ties to even) equals RNE of the exact quotient. Near a
+half-integer h (|h| >= 1/2), 2v - (2n+1)s is a non-zero multiple of 2^min(e_v - 22, e_s - 23)
+with e_v >= e_s - 2, so |v/s - h| > 2**-26, while the division errs by at most 2**-46 for
+|v/s| <= 128 (beyond that Q saturates). Every v quantised here is an FP32 value (x' = x m
+and W' = W / m, m a power of two); the tests check the lemma against exact rational rounding.
+
+MLAProlog (§4.2.2; ops-transformer@c29bc10 ``attention/mla_prolog/README.md``):
+:func:`mla_prolog` computes c_q = RMSNorm(x W_dq) in BF16, q = W8A8(c_q, W_uq_qr) (the INT8
+weight_uq_qr with its per-channel dequant scale), RoPE on q_pe, and the absorbed query
+W_UK^T q_nope with W_UK in BF16, using ``spec.mla`` for every step but the INT8 GEMM;
+``uq_qr=None`` is the all-BF16 path it is compared with.
 
 Decision (2026-11-28): the smoothing factors are powers of two. SmoothQuant's
 s_j = a_j^beta / b_j^(1-beta) (a_j = max_t |X[t,j]|, b_j = max_o |W[o,j]|) is evaluated on
@@ -61,8 +67,8 @@ scale 1, which dequantises to exact zeros. CANN computes 127 / 0 and produces Na
 
 Known deviations from the sources:
 - §4.5 part 3 (outlier-suppressing "structural transformations") and the "error
-  compensation" of part 5 are not specified by the paper (form, calibration data, block
-  size, grids: §9 of our notes); they are not modelled. The grids above are ours.
+  compensation" of part 5 are not specified by the paper (no form, calibration data, block
+  size or grid is disclosed); they are not modelled. The grids above are ours.
 - ``variant="cann"`` is QuantProcess's arithmetic: inv = fl32(127 / max|x|), Xq =
   RNE(fl32(x inv)), scale = fl32(1 / inv). It can differ from "ideal" by one step of Xq.
 - ``dequant="fp32_chain"`` rounds acc to FP32, then the products by s_w and by s_x to FP32,
@@ -134,7 +140,11 @@ def require_scales(scale, name: str, length: int) -> np.ndarray:
 
 
 def quantize_rows(v: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Return Q(v / scale) = clip(RNE(v / scale), -127, 127) as int8, one scale per row of v (T, K)."""
+    """Return Q(v / scale) = clip(RNE(v / scale), -127, 127) as int8, one scale per row of v (T, K).
+
+    Domain: v with at most 24 significant bits (FP32 values, or FP32 values times powers of
+    two), scale (T,) finite positive FP32 values; on it the rounding is exact (module lemma).
+    """
     s = require_scales(scale, "scale", v.shape[0])
     return saturate(round_half_even(v / s[:, None])).astype(np.int8)  # RNE exact: module lemma
 
@@ -214,7 +224,8 @@ class QuantizedWeight:
 
     def __post_init__(self) -> None:
         q = np.asarray(self.q)
-        require(q.dtype == np.int8 and q.ndim == 2, FormatError, f"q: expected a 2-D int8 array, got {q.dtype} {q.shape}")
+        require(q.dtype == np.int8 and q.ndim == 2, FormatError,
+                f"q: expected a 2-D int8 array, got {q.dtype} {q.shape}")
         require(np.all((q >= QMIN) & (q <= QMAX)), DomainError,
                 f"q: expected values in [{QMIN}, {QMAX}], got {int(q.min())}..{int(q.max())}")
         require_scales(self.scale, "scale", q.shape[0])
@@ -610,7 +621,7 @@ def prolog_deviation_bound(int8_path: PrologResult, bf16_path: PrologResult, wei
 # ----------------------------------------------------------------------------------------------
 
 def outlier_problem(seed: int, tokens: int = 8, k: int = 64, out: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Return seeded BF16 (x (T, K), W (O, K)): outlier activation channels 0-2, and large weights in quiet channel 3."""
+    """Return seeded BF16 (x (T, K), W (O, K)): outlier activation channels 0-2, large weights in quiet channel 3."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((tokens, k))
     x[:, :3] *= (40.0, 25.0, 10.0)  # SmoothQuant's systematic outlier channels
@@ -738,7 +749,8 @@ def int8_report(argv: list[str]) -> int:
     for name, weight in weights.items():
         result = int8_linear(x, weight, out_format=Format.FP64)
         bound = int8_linear_error_bound(w, weight, result) + ulp(oracle, Format.FP64) / 2
-        rows.append({"weight": name, "relative_error": float(np.linalg.norm(result.y - oracle) / np.linalg.norm(oracle)),
+        relative = float(np.linalg.norm(result.y - oracle) / np.linalg.norm(oracle))
+        rows.append({"weight": name, "relative_error": relative,
                      "max_error_over_bound": float(np.max(np.abs(result.y - oracle) / bound))})
     if args.json:
         print(json.dumps({"problem": vars(args), "int32_safe_k": INT32_SAFE_K, "rows": rows}, indent=1))
