@@ -359,7 +359,7 @@ def conformance_cases(op: str, kernel: Kernel, fmt: "Format | str") -> st.Search
 
 
 # ----------------------------------------------------------------------------------------------
-# The vector table: explicit params, seeds in the names
+# The edge table: fixed cases every check runs before its random draws
 # ----------------------------------------------------------------------------------------------
 
 def _dense(seed: int, **overrides) -> dict:
@@ -368,6 +368,84 @@ def _dense(seed: int, **overrides) -> dict:
     p.update(overrides)
     return p
 
+
+
+def fit_params(params: dict, kernel: Kernel) -> dict:
+    """Return dense ``params`` with every convention the kernel does not take removed or replaced by its own."""
+    p = dict(params)
+    if not kernel.supports("causal"):
+        p["causal"] = False
+    if not kernel.supports("causal_alignment"):
+        p["causal_alignment"] = kernel.causal_alignment
+    for convention, keys in (("window", ("window",)), ("softcap", ("softcap",)), ("mask", ("mask_seed", "empty_mask_row")),
+                             ("kv_seqlens", ("kv_seqlens",)), ("q_seqlens", ("q_seqlens",))):
+        if not kernel.supports(convention):
+            for key in keys:
+                p.pop(key, None)
+    if not kernel.gqa:
+        p["group"] = 1
+    return p
+
+
+_DENSE_EDGES = (
+    ("uniform", _dense(11, b=2, hkv=2, group=2, sq=5, sk=37, dk=16, causal=True, kv_seqlens=[37, 23], amplitude=2.0)),
+    ("uniform", _dense(12, b=2, hkv=2, group=2, sq=5, sk=37, dk=16, causal=True, causal_alignment="top_left",
+                       amplitude=2.0)),
+    ("growing_max", _dense(13, sq=3, sk=50, dk=16, dv=16, growth=40.0)),
+    ("fully_masked", _dense(14, b=2, sq=6, sk=3, causal=True, amplitude=1.0)),
+    ("fully_masked", _dense(15, b=2, sq=2, sk=5, kv_seqlens=[0, 5], mask_seed=15, empty_mask_row=True,
+                            amplitude=1.0)),
+    ("block_edges", _dense(16, sq=4, sk=17, dk=24, softcap=5.0, window=[4, 0], mask_seed=16, amplitude=2.0)),
+    ("uniform", _dense(17, group=1, sq=4, sk=64, dk=64, dv=64, amplitude=4.0)),
+    ("pasa_bias", _dense(18, sk=40, dk=64, dv=16, bias=30.0, amplitude=5.0, distribution="uniform")),
+    ("resonant", _dense(19, sk=48, dk=32, amplitude=4.0, frequency=1, phase=0.0)),
+)
+_PASA_EDGES = (
+    ("pasa_bias", _dense(21, group=1, sq=2, sk=300, dk=64, dv=16, bias=30.0, amplitude=0.5, causal=True,
+                         distribution="uniform")),
+    ("pasa_bias", _dense(22, group=1, sq=2, sk=200, dk=64, dv=16, bias=20.0, amplitude=20.0, kv_seqlens=[150],
+                         distribution="uniform")),
+    ("pasa_bias", _dense(23, sq=3, sk=130, dk=32, bias=10.0, amplitude=5.0, distribution="hybrid")),
+)
+_PAGED_EDGES = (
+    ("flashmla", {"seed": 31, "b": 2, "hq": 16, "hkv": 1, "sq": 2, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
+                  "cache_seqlens": [65, 0], "scale": 0.135234, "causal": True}),
+    ("flashmla", {"seed": 32, "b": 1, "hq": 128, "hkv": 1, "sq": 1, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
+                  "cache_seqlens": [129], "scale": 576 ** -0.5, "causal": False}),
+    ("mla_growing_max", {"seed": 33, "b": 1, "hq": 3, "hkv": 1, "sq": 4, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
+                         "cache_seqlens": [150], "scale": 0.135234, "causal": True, "growth": 40.0}),
+)
+_AMLA_EDGES = (
+    ("amla_zero_hole", {"seed": 34, "b": 1, "hq": 3, "hkv": 1, "sq": 1, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
+                        "cache_seqlens": [600], "scale": 0.135234, "causal": False, "growth": 20.0,
+                        "zero_channels": 64}),
+)
+
+
+def edge_params(op: str, kernel: Kernel) -> list[tuple[str, dict]]:
+    """Return the op's edge cases as (family, params), fitted to what ``kernel`` takes, without duplicates."""
+    families = families_for(op, kernel)
+    if kernel.signature == "mla":
+        table = _PAGED_EDGES + (_AMLA_EDGES if op == "amla" else ())
+        dims = kernel.head_dims or (576, 512)
+        rows = [(f, {**p, "dk": dims[0], "dv": dims[1], "causal": p["causal"] and kernel.supports("causal")})
+                for f, p in table]
+    else:
+        table = (_PASA_EDGES if op == "pasa" else ()) + _DENSE_EDGES
+        rows = [(f, fit_params(p, kernel)) for f, p in table
+                if f in families and (kernel.empty_kv or p["sk"] > 0)]
+    seen, unique = set(), []
+    for family, p in rows:
+        key = (family, repr(sorted(p.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append((family, p))
+    return unique
+
+
+# ----------------------------------------------------------------------------------------------
+# The vector table: explicit params, seeds in the names
+# ----------------------------------------------------------------------------------------------
 
 def vector_params(level: int = 1) -> list[tuple[str, str, str, dict]]:
     """Return the vector set's (op, format, family, params) rows; level 2 adds seeds.

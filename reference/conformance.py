@@ -501,17 +501,22 @@ def _onnx_kernel(run: Callable, opset: int, name: str) -> Kernel:
         if mask is not None:
             feeds["attn_mask"] = mask
         if nonpad:
-            lengths = np.full(q.shape[0], k.shape[2]) if kv_seqlens is None else kv_seqlens
-            feeds["nonpad_kv_seqlen"] = np.asarray(lengths, dtype=np.int64)
+            lengths = np.full(q.shape[0], k.shape[2]) if kv_seqlens is None else np.asarray(kv_seqlens)
+            feeds["nonpad_kv_seqlen"] = lengths.astype(np.int64)
+            # ONNX masks padding additively (bias -inf), so a NaN past nonpad_kv_seqlen still poisons
+            # its row: finite padding is the op's precondition, met here by zeroing it.
+            pad = np.arange(k.shape[2])[None, None, :, None] >= lengths[:, None, None, None]
+            feeds["K"], feeds["V"] = np.where(pad, 0, k).astype(k.dtype), np.where(pad, 0, v).astype(v.dtype)
         return run(_onnx_attention_model(opset, q, k, v, conventions, nonpad), feeds)
 
     accepts = {"scale", "causal", "softcap", "mask"} | ({"kv_seqlens"} if nonpad else set()) \
         | ({"window"} if opset >= 25 else set())
     return Kernel(fn=call, name=name, signature="attention", accepts=frozenset(accepts),
-                  causal_alignment="bottom_right" if nonpad else "top_left", formats=(Format.FP32, Format.FP16))
+                  causal_alignment="bottom_right" if nonpad else "top_left", formats=(Format.FP32, Format.FP16),
+                  empty_kv=False)  # ONNX Runtime: "KV sequence length must be greater than 0"
 
 
-def onnx_reference(opset: int = 24) -> Peer:
+def onnx_reference(opset: int = 25) -> Peer:
     """Return ONNX's reference ``Attention`` (``onnx.reference.ReferenceEvaluator``) as a peer (needs ``onnx``).
 
     Mapping: Q and K each scaled by sqrt(scale) before the MatMul (``op_attention.py``);
@@ -530,7 +535,7 @@ def onnx_reference(opset: int = 24) -> Peer:
     return Peer(_onnx_kernel(run, opset, f"onnx.reference.Attention-{opset}"), "onnx", onnx.__version__)
 
 
-def onnxruntime_attention(opset: int = 23) -> Peer:
+def onnxruntime_attention(opset: int = 25) -> Peer:
     """Return ONNX Runtime's CPU ``Attention`` kernel as a peer (needs ``onnx`` and ``onnxruntime``).
 
     Same model as :func:`onnx_reference`; ONNX Runtime's CPU execution provider implements the

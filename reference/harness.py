@@ -41,9 +41,10 @@ from attnspec.spec.formats import Format, get_format, round_to, ulp
 from attnspec.spec.pasa import PASA_ATTNSPEC, pasa_from_problem
 from attnspec.spec.policy import PrecisionPolicy
 from attnspec.spec.problem import AttentionProblem
+from attnspec.spec.split_kv import combine, split_boundaries, split_partials
 
 from .bounds import attention_error_bound
-from .cases import OPS, Case, conformance_cases
+from .cases import OPS, Case, build_case, conformance_cases, edge_params
 from .conformance import Kernel, KernelOutput, as_kernel, call_kernel, load_impl
 from .oracle import oracle_from_problem
 from .tolerances import (RULES, FlashMLAComparator, FlashRule, LseRule, Verdict, judge_against, lse_bound, mixed_policy,
@@ -53,6 +54,8 @@ OP_SIGNATURE = {"attention": "attention", "flash": "flash", "mla": "mla", "amla"
 OP_FORMATS = {"amla": (Format.BF16, Format.FP16)}  # AMLA's kernel has BF16 or FP16 inputs only
 DEFAULT_FORMATS = (Format.FP32, Format.BF16, Format.FP16)
 GOLDS = ("fp64", "oracle")
+REFERENCE_SPLITS = 3  # flash-decoding reference: 3 splits of 16-key FlashAttention-2 blocks, then the LSE combine
+REFERENCE_BLOCK_K = 16
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,31 @@ def gold_result(problem: AttentionProblem, gold: str = "fp64") -> tuple[np.ndarr
     return result.out, result.lse, out_bound, lse_bound_, "binary64 definition with its a-priori error bound"
 
 
+def scale_orderings(problem: AttentionProblem, fmt: Format) -> dict[str, AttentionProblem]:
+    """Return the problem with the scale folded into the inputs, as kernels commonly order it, rounded in ``fmt``.
+
+    ``scale-on-k``: FlashAttention's ``out_pt`` (``reorder_ops=True``: K * scale, "to estimate the
+    numerical error from operation reordering"); ``sqrt-scale-split``: ONNX Attention and
+    PyTorch's math SDPA multiply Q and K each by sqrt(scale) in the input format.
+    """
+    def folded(x: np.ndarray, factor: float) -> np.ndarray:
+        return round_to(x * float(round_to(factor, fmt)), fmt)
+
+    root = math.sqrt(abs(problem.scale))
+    return {"scale-on-k": replace(problem, k=folded(problem.k, problem.scale), scale=1.0),
+            "sqrt-scale-split": replace(problem, q=folded(problem.q, math.copysign(root, problem.scale)),
+                                        k=folded(problem.k, root), scale=1.0)}
+
+
 def reference_outputs(problem: AttentionProblem, op: str, fmt: Format) -> dict[str, np.ndarray]:
     """Return the FlashAttention rule's reference outputs R for ``op`` in ``fmt``, by name."""
-    refs = {"naive": softmax_attention(problem, naive_policy(fmt)).out}
+    naive = naive_policy(fmt)
+    refs = {"naive": softmax_attention(problem, naive).out,
+            "flash-decoding": combine(split_partials(problem, split_boundaries(problem.k.shape[2], REFERENCE_SPLITS,
+                                                                               REFERENCE_BLOCK_K),
+                                                     naive, REFERENCE_BLOCK_K), naive, problem.empty_lse).out}
+    for name, folded in scale_orderings(problem, fmt).items():
+        refs[name] = softmax_attention(folded, naive).out
     if not np.all(np.isfinite(refs["naive"])):  # the naive overflowed: its FP32-accumulator sibling stands in
         refs["fp32-accumulator"] = softmax_attention(problem, mixed_policy(fmt)).out
     if op == "amla":
@@ -122,7 +147,8 @@ def judge(output: KernelOutput, expected: Expected, kernel: Kernel, rule: str = 
         if output.lse is not None:
             verdicts.append(FlashMLAComparator.for_lse().judge(output.lse, gold_lse, "lse"))
         return verdicts
-    verdicts = [judge_against(output.out, expected.out, expected.out_tol, rule="flash", tensor="out", scope="row",
+    verdicts = [judge_against(output.out, expected.out, expected.out_tol, rule="flash", tensor="out",
+                              scope=expected.flash_rule.scope,
                               detail=f"{expected.flash_rule.k:g} x reference error "
                                      f"({', '.join(expected.references)}) + {expected.flash_rule.floor_ulps:g} ulp floor")]
     if output.lse is not None:
@@ -235,9 +261,9 @@ def resolve_kernel(impl: Any, op: str) -> Kernel:
 
 
 def check(impl: Any, *, op: str = "attention", dtype: "Format | str" = "fp32", examples: int = 50, seed: int = 0,
-          rule: str = "flash", gold: str = "fp64", save_dir: "str | Path | None" = None,
-          save: bool = True) -> CheckReport:
-    """Return the report of ``impl`` on ``examples`` cases of ``op`` in ``dtype`` drawn with ``seed``.
+          rule: str = "flash", gold: str = "fp64", save_dir: "str | Path | None" = None, save: bool = True,
+          edges: bool = True) -> CheckReport:
+    """Return the report of ``impl`` on the op's edge cases and ``examples`` cases drawn with ``seed``.
 
     ``impl`` is a :class:`Kernel`, a callable of the op's signature or ``"module:function"``.
     On failure the worst case is saved as a one-case vector set under ``save_dir`` (default:
@@ -252,7 +278,8 @@ def check(impl: Any, *, op: str = "attention", dtype: "Format | str" = "fp32", e
     require(isinstance(examples, int) and examples >= 1, ConventionError, f"examples: expected an int >= 1, got {examples!r}")
     require(rule in RULES, ConventionError, f"rule: expected one of {RULES}, got {rule!r}")
     drawn = kernel if op != "pasa" else _without(kernel, "softcap")  # PASA has no softcap (spec/pasa.py deviation 9)
-    results: list[CaseResult] = []
+    results = [evaluate(kernel, build_case(family, fmt, params), op, rule=rule, gold=gold)
+               for family, params in (edge_params(op, drawn) if edges else [])]
 
     @settings(max_examples=examples, database=None, deadline=None, derandomize=False, phases=(Phase.generate,),
               suppress_health_check=list(HealthCheck), print_blob=False)
@@ -308,9 +335,7 @@ def comparators_known_good_bad() -> Outcome:
     bad = good + 8 * ulp(good, fmt)
     nan = good.copy()
     nan[0, 0, 0, 0] = np.nan
-    rule = FlashRule()
-    tol = rule.tolerance(gold, [good], fmt, np.zeros_like(gold))
-    flash = [judge_against(x, gold, tol, rule="flash", tensor="out", scope="row", detail="") for x in (good, bad, nan)]
+    flash = [FlashRule().judge(x, gold, [good], fmt, np.zeros_like(gold)) for x in (good, bad, nan)]
     comparator = FlashMLAComparator.for_output(fmt, 1.0)
     fmla = [comparator.judge(x, gold, "out") for x in (good, bad, nan)]
     ok = [v.ok for v in flash] == [True, False, False] and [v.ok for v in fmla] == [True, False, False]
