@@ -36,6 +36,7 @@ except for arguments within ~2**-52 relative of a rounding boundary of the targe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -168,15 +169,45 @@ def _dyadic_sum(terms) -> Fraction:
     return Fraction(sum(n * (top // d) for n, d in terms), top)
 
 
+def _float_sum_if_exact(terms: list[float]) -> Fraction | None:
+    """Return the exact sum of binary64 ``terms`` when it is itself a binary64 number, else None.
+
+    ``math.fsum`` is correctly rounded, so the sum is exact iff fsum(terms + [-s]) is 0. This
+    is the common case for low-precision operands and costs two C loops instead of a
+    Python-level rational sum.
+    """
+    s = math.fsum(terms)
+    if math.isfinite(s) and math.fsum(terms + [-s]) == 0.0:
+        return Fraction(s)
+    return None
+
+
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return Veltkamp's split a = hi + lo into halves of at most 26 significant bits."""
+    c = 134217729.0 * a  # 2**27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
 def _exact_dot(x: np.ndarray, y: np.ndarray) -> Fraction:
     """Return the exact rational value of sum(x_i * y_i)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = x * y
+        (xh, xl), (yh, yl) = _split(x), _split(y)
+        err = ((xh * yh - p) + xh * yl + xl * yh) + xl * yl  # Dekker's TwoProduct: p's rounding error
+    if np.all(np.isfinite(p)) and not np.any(err):  # every product is exact in binary64 (NaN err fails this)
+        fast = _float_sum_if_exact(p.tolist())
+        if fast is not None:
+            return fast
     ratios = ((p.as_integer_ratio(), q.as_integer_ratio()) for p, q in zip(x.tolist(), y.tolist()))
     return _dyadic_sum((a * c, b * d) for (a, b), (c, d) in ratios)
 
 
 def _exact_sum(x: np.ndarray) -> Fraction:
     """Return the exact rational value of sum(x_i)."""
-    return _dyadic_sum(v.as_integer_ratio() for v in x.tolist())
+    terms = x.tolist()
+    fast = _float_sum_if_exact(terms) if all(map(math.isfinite, terms)) else None
+    return fast if fast is not None else _dyadic_sum(v.as_integer_ratio() for v in terms)
 
 
 def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Format, exact) -> np.ndarray:
