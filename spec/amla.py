@@ -92,7 +92,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .attention import empty_rows, logits
+from .attention import logits
 from .errors import ConventionError, DomainError, FormatError, ShapeError, require
 from .formats import (Format, exponent_field, fp32_as_int32, int32_as_fp32, is_representable, require_representable,
                       round_to)
@@ -197,8 +197,11 @@ def round_half_away_int(x) -> np.ndarray:
 
 
 def output_cast(x, fmt: Format) -> np.ndarray:
-    """Return the final cast: ties to even into BF16 (``CAST_RINT``), ties away otherwise (c29bc10 Bmm2CastAndCopyOut)."""
-    return round_to(x, fmt) if fmt is Format.BF16 else round_half_away(x, fmt)
+    """Return the final cast (c29bc10 Bmm2CastAndCopyOut): ties to even into BF16 (``CAST_RINT``), ties away into FP16.
+
+    FP32 is the flash-decode partial path (``Bmm2FDDataCopyOut``), which stores O / L uncast.
+    """
+    return round_half_away(x, fmt) if fmt is Format.FP16 else round_to(x, fmt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,12 +362,13 @@ def amla_finalize(state: AmlaState, empty: np.ndarray, variant: str, policy: Pre
 # ----------------------------------------------------------------------------------------------
 
 def check_policy(policy: PrecisionPolicy, variant: str) -> None:
-    """Raise unless ``policy`` is one the kernel has: BF16/FP16 inputs and output, FP32 accumulator and vector unit."""
+    """Raise unless ``policy`` is one the kernel has: BF16/FP16 inputs, FP32 accumulator and vector unit, BF16/FP16/FP32 out."""
     require(variant in VARIANTS, ConventionError, f"variant: expected one of {VARIANTS}, got {variant!r}")
     require(policy.matmul_input in (Format.BF16, Format.FP16), FormatError,
             f"policy.matmul_input: expected bf16 or fp16 (the kernel's KV_T), got {policy.matmul_input}")
-    require(policy.output in (Format.BF16, Format.FP16), FormatError,
-            f"policy.output: expected bf16 or fp16 (the kernel's OUT_T), got {policy.output}")
+    require(policy.output in (Format.BF16, Format.FP16, Format.FP32), FormatError,
+            f"policy.output: expected bf16 or fp16 (the kernel's OUT_T) or fp32 (its flash-decode partials), "
+            f"got {policy.output}")
     require(policy.softmax is Format.FP32, FormatError,
             f"policy.softmax: expected fp32 (the Vector core's T = float), got {policy.softmax}")
     require(policy.accumulate is Format.FP32 or variant == "ideal", FormatError,
@@ -391,11 +395,16 @@ def amla_state(problem: AttentionProblem, variant: str = "cann", policy: Precisi
     return state
 
 
+def no_keys(problem: AttentionProblem) -> np.ndarray:
+    """Return (B, Hq, Sq, 1) True for rows without an admitted key (c29bc10 DealInvalidRows zeroes them)."""
+    return ~np.any(problem.allowed, axis=-1, keepdims=True)
+
+
 def amla_from_problem(problem: AttentionProblem, variant: str = "cann", policy: PrecisionPolicy = POLICY_AMLA,
                       block_k: int = BLOCK_K, constants: AmlaConstants = CANN) -> tuple[np.ndarray, np.ndarray]:
     """Return (out (B, Hq, Sq, Dv), lse (B, Hq, Sq)) of AMLA on a validated problem."""
     state = amla_state(problem, variant, policy, block_k, constants)
-    out, lse, _ = amla_finalize(state, empty_rows(problem.allowed), variant, policy, problem.empty_lse, constants)
+    out, lse, _ = amla_finalize(state, no_keys(problem), variant, policy, problem.empty_lse, constants)
     return out, lse
 
 
