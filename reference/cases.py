@@ -220,12 +220,18 @@ def _build_paged(family: str, fmt: Format, p: dict, rng: np.random.Generator) ->
             first = blk * page
             valid = min(page, int(lengths[i]) - first)
             cache[phys, :valid] = tokens[i, first:first + valid]
-    dense, _ = gather_paged(np.nan_to_num(cache, nan=0.0), table, lengths)  # (B, h_kv, S_max, Dk)
     paged = PagedInputs(q=q, k_cache=cache, block_table=table.astype(np.int32), cache_seqlens=lengths.astype(np.int32),
                         head_dim_v=dv)
-    conventions = {"scale": float(p["scale"]), "causal": bool(p["causal"]), "causal_alignment": "bottom_right",
-                   "kv_seqlens": lengths}
-    return Case(family, p, fmt, np.swapaxes(q, 1, 2), dense, dense[..., :dv], conventions, paged)  # q (B, h_q, s_q, Dk)
+    return paged_case(family, p, fmt, paged, scale=float(p["scale"]), causal=bool(p["causal"]))
+
+
+def paged_case(family: str, params: dict, fmt: Format, paged: PagedInputs, *, scale: float, causal: bool) -> Case:
+    """Return the Case of paged inputs: the dense view gathered by spec.paged, V the first head_dim_v channels."""
+    lengths = paged.cache_seqlens.astype(np.int64)
+    dense, _ = gather_paged(np.nan_to_num(paged.k_cache, nan=0.0), paged.block_table, lengths)  # (B, h_kv, S_max, Dk)
+    conventions = {"scale": scale, "causal": causal, "causal_alignment": "bottom_right", "kv_seqlens": lengths}
+    return Case(family, params, fmt, np.swapaxes(paged.q, 1, 2), dense, dense[..., :paged.head_dim_v],  # q (B, h_q, s_q, Dk)
+                conventions, paged)
 
 
 # ----------------------------------------------------------------------------------------------

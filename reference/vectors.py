@@ -1,0 +1,428 @@
+"""Conformance vectors: a versioned, deterministic export of conformance cases, readable without Python.
+
+Format ``attnspec-vectors`` version 1. Path grammar (all names ASCII, ``/``-separated)::
+
+    set      := MANIFEST.json  case*
+    case     := <op> "/" <fmt> "/" <family> "/" <case_id> "/" file
+    op       := attention | flash | mla | amla | pasa
+    fmt      := fp32 | bf16 | fp16                        (the inputs' format)
+    case_id  := "seed" <decimal seed> "-" <8 hex digits>   (SHA-256 prefix of the case's params)
+    file     := case.json | <array> ".npy" | <tensor> ".oracle.txt"
+
+Arrays are NumPy ``.npy`` version 1.0 files, little-endian, C order, never pickled:
+
+================  ==========================  ================================================
+file              dtype                       content
+================  ==========================  ================================================
+q, k, v           uint16 / uint32             input bit patterns in ``fmt`` (dense layout
+                                              (B, H, S, D); k, v slots past kv_seqlens are NaN)
+q, k_cache        uint16 / uint32             paged layout: q (B, s_q, h_q, D), cache
+                                              (blocks, page, h_kv, D), unused slots NaN
+block_table       int32                       (B, max_blocks), unused entries 2147480000
+cache_seqlens     int32                       (B,)
+mask              uint8                       (B, 1, Sq, Sk), 1 = may attend (when present)
+out               uint16 / uint32             the exact O correctly rounded into ``fmt`` (bits)
+out_f64           uint64                      the exact O correctly rounded to binary64 (bits)
+lse, lse_f64      uint32 / uint64             the exact LSE rounded to FP32 / binary64 (bits);
+                                              -inf marks a row with no admissible key
+out_tol           float64                     the FlashAttention rule's bound on max|O - out_f64|
+lse_tol           float64                     (B, H, Sq) bound on |LSE - lse_f64| (FP32 LSE)
+out_amla_cann     uint16                      AMLA cases only: spec.amla's bit-exact output
+================  ==========================  ================================================
+
+``<tensor>.oracle.txt`` holds the gold in high precision, one decimal string per line in C
+order (the mpmath oracle's enclosure midpoints at 40 significant digits; "-inf" for an empty
+row's LSE). ``case.json`` holds the op, format, family, params (with the seed), the
+conventions (scale also as a hex float), every array's file, dtype and shape, the gold's
+source and the tolerance parameters. A kernel that reports LSE +inf or NaN for rows without
+an admissible key compares there against its own declared value.
+
+``MANIFEST.json`` lists every file with its SHA-256 and size, and ``set_sha256`` (the SHA-256
+of the canonical JSON of that list). Loading rejects a missing, extra, truncated or altered
+file with :class:`VectorFileError`. Export is deterministic (no timestamps, sorted keys,
+fixed npy headers): exporting twice gives byte-identical files. A set is written into a
+temporary sibling directory and renamed into place, so a crash never leaves half a set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import mpmath
+import numpy as np
+
+from attnspec import SPEC_VERSION
+from attnspec.registry import Outcome, check as register_check
+from attnspec.spec.errors import VectorFileError, require
+from attnspec.spec.formats import Format, from_bits, get_format, to_bits
+
+from .cases import Case, PagedInputs, build_case, paged_case, vector_params
+from .harness import CheckReport, Expected, evaluate, expected_from_gold, resolve_kernel
+from .oracle import oracle_from_problem
+from .tolerances import FlashRule, LseRule
+
+FORMAT_NAME = "attnspec-vectors"
+FORMAT_VERSION = 1
+ORACLE_DIGITS = 40
+_F64 = Format.FP64
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    """One case to export: the case, what it is judged against, and its gold in high precision."""
+
+    op: str
+    case: Case
+    expected: Expected
+    out_in_fmt: np.ndarray  # the gold rounded into the case's format
+    lse_in_fp32: np.ndarray
+    out_decimal: np.ndarray  # object array: mpmath numbers or floats
+    lse_decimal: np.ndarray
+    extras: dict = None  # name -> (values, format), e.g. AMLA's bit-exact kernel output
+
+
+def oracle_row(op: str, case: Case, extras: dict | None = None) -> VectorRow:
+    """Return the row of ``case`` with its gold from the mpmath oracle (correctly rounded, certified)."""
+    problem = case.problem()
+    r = oracle_from_problem(problem)
+    half_ulp = lambda x: np.where(np.isfinite(x), np.abs(x) * 2.0 ** -53, 0.0)
+    expected = expected_from_gold(case, op, problem, r.out, r.lse, half_ulp(r.out), half_ulp(r.lse),
+                                  "mpmath interval oracle (reference/oracle.py), correctly rounded")
+    return VectorRow(op, case, expected, r.rounded(case.fmt)[0], r.rounded(Format.FP32)[1], r.out_mp, r.lse_mp,
+                     extras or {})
+
+
+def expected_row(op: str, case: Case, expected: Expected) -> VectorRow:
+    """Return the row of ``case`` for an already computed Expected (a saved failure: the binary64 gold)."""
+    from attnspec.spec.formats import round_to
+    return VectorRow(op, case, expected, round_to(expected.out, case.fmt), round_to(expected.lse, Format.FP32),
+                     expected.out, expected.lse, {})
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    """Return the .npy (version 1.0) encoding of ``arr``: deterministic header, never pickled."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(arr, order="C"), version=(1, 0), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def _bits(values: np.ndarray, fmt: Format) -> np.ndarray:
+    return to_bits(values, fmt).astype(fmt.info.uint.newbyteorder("<"))
+
+
+def _decimal_lines(values: np.ndarray) -> bytes:
+    """Return one decimal string per element, C order: mpmath numbers at ORACLE_DIGITS digits, floats by repr."""
+    lines = []
+    for x in np.asarray(values, dtype=object).reshape(-1):
+        if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+            lines.append("-inf" if x is None or x < 0 else ("inf" if x > 0 else "nan"))
+        elif isinstance(x, (float, np.floating)):
+            lines.append(repr(float(x)))
+        else:
+            lines.append(mpmath.nstr(x, ORACLE_DIGITS, strip_zeros=False))
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def case_id(case: Case) -> str:
+    """Return ``seed<seed>-<8 hex>``, stable for the same params."""
+    digest = hashlib.sha256(json.dumps(case.params, sort_keys=True).encode()).hexdigest()[:8]
+    return f"seed{case.params['seed']}-{digest}"
+
+
+def case_path(row: VectorRow) -> str:
+    """Return the case's directory in the path grammar: op/fmt/family/case_id."""
+    return f"{row.op}/{row.case.fmt}/{row.case.family}/{case_id(row.case)}"
+
+
+def case_files(row: VectorRow) -> dict[str, bytes]:
+    """Return {file name: bytes} of one case directory (see the module docstring)."""
+    case, expected, fmt = row.case, row.expected, row.case.fmt
+    files: dict[str, bytes] = {}
+    arrays: dict[str, dict] = {}
+
+    def put(name: str, arr: np.ndarray, encoding: str) -> None:
+        files[f"{name}.npy"] = _npy_bytes(arr)
+        arrays[name] = {"file": f"{name}.npy", "dtype": arr.dtype.name, "shape": list(arr.shape), "encoding": encoding}
+
+    if case.paged is not None:
+        put("q", _bits(case.paged.q, fmt), f"{fmt} bits")
+        put("k_cache", _bits(case.paged.k_cache, fmt), f"{fmt} bits")
+        put("block_table", case.paged.block_table.astype("<i4"), "int32")
+        put("cache_seqlens", case.paged.cache_seqlens.astype("<i4"), "int32")
+    else:
+        for name in ("q", "k", "v"):
+            put(name, _bits(getattr(case, name), fmt), f"{fmt} bits")
+        if case.conventions.get("mask") is not None:
+            put("mask", case.conventions["mask"].astype(np.uint8), "uint8, 1 = may attend")
+    put("out", _bits(row.out_in_fmt, fmt), f"{fmt} bits")
+    put("out_f64", _bits(expected.out, _F64), "binary64 bits")
+    put("lse", _bits(row.lse_in_fp32, Format.FP32), "fp32 bits")
+    put("lse_f64", _bits(expected.lse, _F64), "binary64 bits")
+    put("out_tol", np.asarray(expected.out_tol, dtype="<f8"), "float64")
+    put("lse_tol", np.asarray(expected.lse_tolerance(expected.lse, Format.FP32), dtype="<f8"), "float64")
+    for name, (values, extra_fmt) in sorted(row.extras.items()):
+        put(name, _bits(values, extra_fmt), f"{extra_fmt} bits")
+    files["out.oracle.txt"] = _decimal_lines(row.out_decimal)
+    files["lse.oracle.txt"] = _decimal_lines(row.lse_decimal)
+    conv = case.conventions
+    as_ints = lambda x: None if x is None else [int(i) for i in x]
+    eps = fmt.info.epsilon
+    files["case.json"] = _json_bytes({
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "spec_version": SPEC_VERSION,
+        "op": row.op, "fmt": str(fmt), "family": case.family, "name": case.name, "params": case.params,
+        "layout": "paged" if case.paged is not None else "dense",
+        "conventions": {"scale": float(conv["scale"]), "scale_hex": float(conv["scale"]).hex(),
+                        "causal": bool(conv.get("causal", False)),
+                        "causal_alignment": conv.get("causal_alignment", "bottom_right"),
+                        "window": None if conv.get("window") is None else list(conv["window"]),
+                        "softcap": conv.get("softcap"), "kv_seqlens": as_ints(conv.get("kv_seqlens")),
+                        "q_seqlens": as_ints(conv.get("q_seqlens")),
+                        "mask": "mask.npy" if conv.get("mask") is not None else None,
+                        "head_dim_v": None if case.paged is None else int(case.paged.head_dim_v)},
+        "arrays": arrays,
+        "gold": {"source": expected.gold_source, "decimal_files": ["out.oracle.txt", "lse.oracle.txt"]},
+        "tolerance": {"rule": "flash", "k": expected.flash_rule.k, "floor_ulps": expected.flash_rule.floor_ulps,
+                      "scope": expected.flash_rule.scope, "references": list(expected.references),
+                      "out_tol": "out_tol.npy", "lse_k": expected.lse_rule.k, "lse_tol": "lse_tol.npy",
+                      "lse_format": "fp32", "v_max": expected.v_max,
+                      "flashmla_out": {"abs_tol": 0.1024 * eps * expected.v_max, "rel_tol": 2.01 * eps,
+                                       "cos_diff_tol": eps * eps / 12},
+                      "flashmla_lse": {"abs_tol": 1e-6, "rel_tol": 8.01 / 65536, "cos_diff_tol": 1e-7}},
+    })
+    return files
+
+
+def _manifest(files: dict[str, bytes], level: int | None) -> bytes:
+    listing = {path: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for path, data in sorted(files.items())}
+    cases = sorted({path.rsplit("/", 1)[0] for path in files})
+    return _json_bytes({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "spec_version": SPEC_VERSION,
+                        "level": level, "path_grammar": "<op>/<fmt>/<family>/<case_id>/<file>", "cases": cases,
+                        "files": listing, "set_sha256": _set_digest(listing)})
+
+
+def _set_digest(listing: dict) -> str:
+    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+
+
+def write_vector_set(root: "str | Path", rows: Iterable[VectorRow], *, level: int | None = None) -> str:
+    """Write a vector set atomically at ``root``; return its ``set_sha256``.
+
+    The set is written into a temporary sibling directory and renamed into place. An existing
+    ``root`` is replaced only if it is a vector set (has MANIFEST.json) or empty.
+    """
+    root = Path(root)
+    files: dict[str, bytes] = {}
+    for row in rows:
+        base = case_path(row)
+        for name, data in case_files(row).items():
+            files[f"{base}/{name}"] = data
+    manifest = _manifest(files, level)
+    if root.exists():
+        require(root.is_dir() and ((root / "MANIFEST.json").is_file() or not any(root.iterdir())), VectorFileError,
+                f"{root}: expected a vector set (with MANIFEST.json) or an empty directory to replace, got other files")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        for path, data in files.items():
+            target = staging / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        (staging / "MANIFEST.json").write_bytes(manifest)
+        old = None
+        if root.exists():
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            os.replace(root, old)
+        os.replace(staging, root)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return json.loads(manifest)["set_sha256"]
+
+
+def export_rows(level: int = 1) -> list[VectorRow]:
+    """Return the rows of the vector set of ``level``: the case table, plus the AMLA module's named cases."""
+    rows = [oracle_row(op, build_case(family, fmt, params)) for op, fmt, family, params in vector_params(level)]
+    return rows + amla_rows("quick" if level == 1 else "full")
+
+
+def amla_rows(level: str) -> list[VectorRow]:
+    """Return reference/amla_cases.py's named cases (the zero hole among them) as amla-op rows."""
+    from .amla_cases import case_table
+    rows = []
+    for amla in case_table(level):
+        b, s = amla.kv_cache.shape[:2]
+        paged = PagedInputs(q=amla.q, k_cache=amla.kv_cache, block_table=np.arange(b, dtype=np.int32)[:, None],
+                            cache_seqlens=np.asarray(amla.cache_seqlens, dtype=np.int32),
+                            head_dim_v=amla.config.kv_lora_rank)  # a dense cache is one page per sequence
+        params = {"seed": int(amla.seed), "name": amla.name, "amla_block_k": int(amla.block_k)}
+        case = paged_case("amla_named", params, Format.BF16, paged, scale=float(amla.scale), causal=bool(amla.causal))
+        from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
+        cann = np.swapaxes(amla_from_problem(case.problem(), "cann", POLICY_AMLA, amla.block_k)[0], 1, 2)
+        rows.append(oracle_row("amla", case, {"out_amla_cann": (cann, Format.BF16)}))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and checking
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VectorCase:
+    """One loaded case: the op, the rebuilt Case, and what it is judged against."""
+
+    path: str
+    op: str
+    case: Case
+    expected: Expected
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VectorFileError(f"{path}: expected a readable JSON file, got {type(exc).__name__}: {exc}") from exc
+
+
+def verify_vector_set(root: "str | Path", *, digest: str | None = None) -> dict:
+    """Return the manifest after checking every file's presence, size and SHA-256, and that none is extra.
+
+    ``digest`` pins the expected ``set_sha256``. Raises VectorFileError naming the first problem.
+    """
+    root = Path(root)
+    require((root / "MANIFEST.json").is_file(), VectorFileError, f"{root}: expected a vector set with MANIFEST.json")
+    manifest = _read_json(root / "MANIFEST.json")
+    require(manifest.get("format") == FORMAT_NAME and manifest.get("format_version") == FORMAT_VERSION,
+            VectorFileError, f"{root}/MANIFEST.json: expected format {FORMAT_NAME} version {FORMAT_VERSION}, got "
+                             f"{manifest.get('format')!r} version {manifest.get('format_version')!r}")
+    listing = manifest.get("files")
+    require(isinstance(listing, dict) and _set_digest(listing) == manifest.get("set_sha256"), VectorFileError,
+            f"{root}/MANIFEST.json: expected set_sha256 to match its file list (the manifest was altered)")
+    require(digest is None or digest == manifest["set_sha256"], VectorFileError,
+            f"{root}: expected set_sha256 {digest}, got {manifest['set_sha256']}")
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"MANIFEST.json"}
+    extra = sorted(present - set(listing))
+    require(not extra, VectorFileError, f"{root}: expected only the manifest's files, got extra {extra[:3]}")
+    for rel, entry in sorted(listing.items()):
+        path = root / rel
+        require(path.is_file(), VectorFileError, f"{path}: expected a file listed in the manifest, got nothing")
+        data = path.read_bytes()
+        require(len(data) == entry["bytes"], VectorFileError,
+                f"{path}: expected {entry['bytes']} bytes, got {len(data)} (truncated or extended)")
+        require(hashlib.sha256(data).hexdigest() == entry["sha256"], VectorFileError,
+                f"{path}: expected SHA-256 {entry['sha256']}, got {hashlib.sha256(data).hexdigest()} (corrupted)")
+    return manifest
+
+
+def _load_array(directory: Path, spec: dict, name: str) -> np.ndarray:
+    path = directory / spec["file"]
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise VectorFileError(f"{path}: expected a .npy array, got {type(exc).__name__}: {exc}") from exc
+    require(arr.dtype.name == spec["dtype"] and list(arr.shape) == spec["shape"], VectorFileError,
+            f"{path}: expected {name} of dtype {spec['dtype']} and shape {spec['shape']}, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def load_case(directory: "str | Path") -> VectorCase:
+    """Return one case directory as a VectorCase (inputs from their bits, tolerances as stored)."""
+    directory = Path(directory)
+    body = _read_json(directory / "case.json")
+    fmt = get_format(body["fmt"])
+    arrays = {name: _load_array(directory, spec, name) for name, spec in body["arrays"].items()}
+    value = lambda name, f=fmt: from_bits(arrays[name], f)
+    conv = body["conventions"]
+    scale = float.fromhex(conv["scale_hex"])
+    if body["layout"] == "paged":
+        paged = PagedInputs(q=value("q"), k_cache=value("k_cache"), block_table=arrays["block_table"].astype(np.int32),
+                            cache_seqlens=arrays["cache_seqlens"].astype(np.int32), head_dim_v=int(conv["head_dim_v"]))
+        case = paged_case(body["family"], body["params"], fmt, paged, scale=scale, causal=conv["causal"])
+    else:
+        conventions = {"scale": scale, "causal": conv["causal"], "causal_alignment": conv["causal_alignment"]}
+        for key in ("kv_seqlens", "q_seqlens"):
+            if conv[key] is not None:
+                conventions[key] = np.asarray(conv[key], dtype=np.int64)
+        if conv["window"] is not None:
+            conventions["window"] = tuple(conv["window"])
+        if conv["softcap"] is not None:
+            conventions["softcap"] = float(conv["softcap"])
+        if conv["mask"] is not None:
+            conventions["mask"] = arrays["mask"].astype(bool)
+        case = Case(body["family"], body["params"], fmt, value("q"), value("k"), value("v"), conventions)
+    tol = body["tolerance"]
+    out = from_bits(arrays["out_f64"], _F64)
+    lse = from_bits(arrays["lse_f64"], _F64)
+    expected = Expected(fmt=fmt, out=out, lse=lse, out_bound=np.zeros_like(out), lse_bound=np.zeros_like(lse),
+                        out_tol=arrays["out_tol"], lse_err_bound=np.zeros_like(lse), v_max=float(tol["v_max"]),
+                        gold_source=body["gold"]["source"], references=tuple(tol["references"]),
+                        flash_rule=FlashRule(k=tol["k"], floor_ulps=tol["floor_ulps"], scope=tol["scope"]),
+                        lse_rule=LseRule(k=tol["lse_k"]), lse_tol=arrays["lse_tol"])
+    return VectorCase(directory.as_posix(), body["op"], case, expected)
+
+
+def load_vector_set(root: "str | Path", *, digest: str | None = None) -> list[VectorCase]:
+    """Return every case of a verified vector set (see :func:`verify_vector_set`)."""
+    root = Path(root)
+    manifest = verify_vector_set(root, digest=digest)
+    return [load_case(root / rel) for rel in manifest["cases"]]
+
+
+def check_vectors(root: "str | Path", impl: Any, *, op: str | None = None, rule: str = "flash",
+                  digest: str | None = None) -> list[CheckReport]:
+    """Return one report per op: ``impl`` judged on the set's cases of that op (all ops its signature fits)."""
+    cases = load_vector_set(root, digest=digest)
+    ops = sorted({c.op for c in cases}) if op is None else [op]
+    reports = []
+    for name in ops:
+        kernel = resolve_kernel(impl, name)
+        chosen = [c for c in cases if c.op == name and c.case.fmt in kernel.formats
+                  and ((c.case.paged is not None) == (kernel.signature == "mla"))]
+        if not chosen:
+            continue
+        results = [evaluate(kernel, c.case, name, rule=rule, expected=c.expected) for c in chosen]
+        reports.append(CheckReport(kernel.name, name, ",".join(sorted({str(c.case.fmt) for c in chosen})), rule,
+                                   "vectors", 0, len(results), results))
+    return reports
+
+
+@register_check("conformance.vectors_roundtrip", "vector")
+def vectors_roundtrip() -> Outcome:
+    """Two exports of a small set are byte-identical, load back, pass the spec and reject a flipped byte."""
+    from .mutants import CORRECT
+    rows = [oracle_row(op, build_case(family, fmt, params)) for op, fmt, family, params in vector_params(1)[:2]]
+    with tempfile.TemporaryDirectory() as tmp:
+        first, second = Path(tmp) / "a", Path(tmp) / "b"
+        digests = write_vector_set(first, rows), write_vector_set(second, rows)
+        identical = all((first / p.relative_to(second)).read_bytes() == p.read_bytes()
+                        for p in second.rglob("*") if p.is_file())
+        reports = check_vectors(first, CORRECT["spec_flash"].kernel, op="attention")
+        victim = next(p for p in sorted(first.rglob("*.npy")))
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 1
+        victim.write_bytes(bytes(data))
+        try:
+            verify_vector_set(first)
+            rejected = False
+        except VectorFileError:
+            rejected = True
+    ok = digests[0] == digests[1] and identical and all(r.ok for r in reports) and rejected
+    return Outcome.from_bool(ok, f"identical={identical}, spec passes={all(r.ok for r in reports)}, "
+                                 f"tampered byte rejected={rejected}", {"set_sha256": digests[0]})
