@@ -388,6 +388,8 @@ def int8_linear_error_bound(w, weight: QuantizedWeight, result: Int8LinearResult
     is covered by the factor 1 + (K + 2) 2**-52. Worst case, without clipping:
     B <= 127 (1 + u32) K s_x s_w + output rounding, i.e. about 1/127 of K max|x| max|W|.
     """
+    require(not np.any(result.accumulation.overflow), DomainError,
+            "result: the bound holds only without INT32 overflow, and this accumulation wrapped")
     w = _matrix(w, "w", Format.FP32)
     w_smoothed = w / weight.smooth
     x_hat_err = activation_error_bound(result.x_smoothed, result.activation.scale, result.variant)  # (T, K)
@@ -593,6 +595,7 @@ def prolog_deviation_bound(int8_path: PrologResult, bf16_path: PrologResult, wei
     D_0 + D_1 + gamma_2 (|a0| + |a1| + |b0| + |b1|) + ulp_bf16(y_a)/2 + ulp_bf16(y_b)/2, and the
     same for y1. The float64 evaluation of the non-negative sums is covered by 1 + 2^-40.
     """
+    require(int8_path.q_proj is not None, ConventionError, "int8_path: expected mla_prolog's INT8 path (uq_qr given)")
     bf16 = Format.BF16
     u32 = _U32
 
