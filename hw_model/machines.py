@@ -101,6 +101,9 @@ class AscendDie:
                               unit="B/s")
     ub_write_bw: float = cited(135 * GB, "cm384 v2 Table 1: NPU-NPU write, inter-node, per die", unit="B/s")
     ub_write_latency_s: float = cited(2.1e-6, "cm384 v2 Table 1: 512-B NPU-NPU write, inter-node", unit="s")
+    collective_bw: float = cited(103 * GB, "cm384 Table 6 (v3): FusedCombine effective bandwidth at EP64-EP256, "
+                                 "128 tokens per rank", unit="B/s",
+                                 note="achieved per-die bandwidth of an all-to-all over UB, synchronisation included")
     rdma_bw: float = cited(25 * GB, "cm384 v2 §3.3.1: 200 Gbps per die", basis="derived", unit="B/s")
     die_to_die_bw: float = cited(270 * GB, "cm384 v2 §3.3.1: 270 GB/s per direction", unit="B/s")
 

@@ -12,8 +12,9 @@ is priced per hardware pipe, from the tile loops of the shipped kernel:
   while this stage's last MMADs run, so a Cube stage costs the busiest pipe.
 - Vector (cann-fia ``fia_block_vec_nonquant_mla.h`` for AMLA; ops-transformer@c29bc10
   ``incre_flash_attention_preload_mla.h``, ``AMLAMODE::NORMAL`` branch, for the baseline):
-  each AIV takes half the rows in chunks of 16 rows x 512 columns (8,192 FP32 = 32 KB). A
-  full-tile vector op costs one pass, 8,192 x 4 B / 256 B per cycle = 128 cycles. Each
+  each AIV takes half the rows in chunks of 8,192 FP32 (32 KB: 16 rows x 512 columns of S,
+  16 rows x 512 of O). A full-chunk vector op costs one pass, 8,192 x 4 B / 256 B per cycle =
+  128 cycles. Each
   synchronous GM transfer (a DataCopy the code waits on before computing) also pays the
   calibrated GM latency. Where the code ping-pongs a buffer, transfer and compute overlap
   chunk by chunk; where it does not (the baseline's O rescale), they add.
@@ -54,7 +55,7 @@ KERNELS: tuple[Kernel, ...] = ("amla", "fa_gm")
 
 BF16_BYTES = 2
 FP32_BYTES = 4
-CHUNK_ROWS = 16  # cann-fia: BASE_BLOCK_MAX_ELEMENT_NUM / 512 columns
+CHUNK_ELEMENTS = 8192  # cann-fia: BASE_BLOCK_MAX_ELEMENT_NUM, FP32 elements (32 KB) per vector chunk
 L1_TILE = 128  # cann-fia: M_L1_SPLIT_SIZE = N_L1_SPLIT_SIZE = 128
 NUPDATE_ROWS = 64  # cann-fia ProcessAmlaNupdate: mSplitSize = 64 rows per int32 broadcast
 NUPDATE_GROUP = 128  # cann-fia ProcessAmlaNupdate: dGroupSize = 128 int32 per row per DataCopy
@@ -80,6 +81,9 @@ class MlaShape:
         require(self.s_k % self.block == 0, ShapeError,
                 f"s_k: expected a multiple of the KV block {self.block}, got {self.s_k}")
         require(self.d_v <= self.d_k, ShapeError, f"d_v: expected <= d_k = {self.d_k} (V is a slice of K), got {self.d_v}")
+        for name in ("block", "d_v"):
+            require(CHUNK_ELEMENTS % getattr(self, name) == 0, ShapeError,
+                    f"{name}: expected a divisor of the {CHUNK_ELEMENTS}-element vector chunk, got {getattr(self, name)}")
 
     @property
     def rows(self) -> int:
@@ -182,14 +186,15 @@ def v1_cost(rows: int, kernel: Kernel, shape: MlaShape, die: AscendDie = ASCEND_
     """
     _require_kernel(kernel)
     r = _vector_rows(rows)
-    elements = CHUNK_ROWS * shape.block
+    chunk_rows = CHUNK_ELEMENTS // shape.block
+    elements = chunk_rows * shape.block
     passes = 1 + 4 + 1  # cann-fia ElewiseCompute Muls; SoftmaxFlashV2 max, sub, exp, sum; Cast to BF16
     if kernel == "amla":
         passes += 1  # cann-fia AmlaVecCompute: RowMuls(mmResUb, r~)  # [variant: amla]
     vector = passes * _pass_cycles(elements, die)
     load = elements * FP32_BYTES / die.l2_read_rate + cal.gm_latency_cycles
     store = elements * BF16_BYTES / die.ub_to_gm_rate + cal.gm_latency_cycles
-    chunks = ceil(r / CHUNK_ROWS)
+    chunks = ceil(r / chunk_rows)
     pipes = {"vector": chunks * vector, "mte2": chunks * load, "mte3": chunks * store}
     return StageCost("V1", "vector", pipes, _flow(load, vector, store, chunks))
 
@@ -220,8 +225,9 @@ def v2_cost(rows: int, kernel: Kernel, position: Position, shape: MlaShape, die:
     """
     _require_kernel(kernel)
     r = _vector_rows(rows)
-    chunks = ceil(r / CHUNK_ROWS)
-    elements = CHUNK_ROWS * shape.d_v
+    chunk_rows = CHUNK_ELEMENTS // shape.d_v  # BASE_BLOCK_MAX_ELEMENT_NUM / headDimAlign rows per chunk
+    chunks = ceil(r / chunk_rows)
+    elements = chunk_rows * shape.d_v
     one_pass = _pass_cycles(elements, die)
     load = elements * FP32_BYTES / die.l2_read_rate + cal.gm_latency_cycles
     store_fp32 = elements * FP32_BYTES / die.ub_to_gm_rate + cal.gm_latency_cycles
