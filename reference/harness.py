@@ -302,7 +302,7 @@ def check(impl: Any, *, op: str = "attention", dtype: "Format | str" = "fp32", e
         results.append(evaluate(kernel, case, op, rule=rule, gold=gold))
 
     run()
-    report = CheckReport(kernel.name, op, str(fmt), rule, gold, seed, examples, results)
+    report = CheckReport(impl if isinstance(impl, str) else kernel.name, op, str(fmt), rule, gold, seed, examples, results)
     if save and not report.ok:
         report.saved = str(save_failure(report, save_dir))
     return report
@@ -314,12 +314,12 @@ def _without(kernel: Kernel, convention: str) -> Kernel:
 
 def save_failure(report: CheckReport, save_dir: "str | Path | None") -> Path:
     """Write the worst failing case of ``report`` as a one-case vector set; return its directory."""
-    from .vectors import write_vector_set  # vectors imports this module
+    from .vectors import expected_row, write_vector_set  # vectors imports this module
     worst = report.worst
     digest = hashlib.sha256(json.dumps(worst.case.params, sort_keys=True).encode()).hexdigest()[:8]
     root = Path(save_dir) if save_dir is not None else Path(tempfile.gettempdir()) / "attnspec-failures"
     target = root / f"{report.op}-{report.dtype}-seed{report.seed}-{worst.case.family}-{digest}"
-    write_vector_set(target, [(report.op, worst.case, worst.expected)])
+    write_vector_set(target, [expected_row(report.op, worst.case, worst.expected)])
     return target
 
 

@@ -257,10 +257,17 @@ def write_vector_set(root: "str | Path", rows: Iterable[VectorRow], *, level: in
     return json.loads(manifest)["set_sha256"]
 
 
-def export_rows(level: int = 1) -> list[VectorRow]:
-    """Return the rows of the vector set of ``level``: the case table, plus the AMLA module's named cases."""
-    rows = [oracle_row(op, build_case(family, fmt, params)) for op, fmt, family, params in vector_params(level)]
-    return rows + amla_rows("quick" if level == 1 else "full")
+def export_rows(level: int = 1, *, ops: Iterable[str] | None = None, formats: Iterable[str] | None = None) -> list[VectorRow]:
+    """Return the rows of the vector set of ``level``: the case table plus the AMLA module's named cases.
+
+    ``ops`` and ``formats`` select a subset (default: everything).
+    """
+    ops = None if ops is None else set(ops)
+    formats = None if formats is None else {str(get_format(f)) for f in formats}
+    keep = lambda op, fmt: (ops is None or op in ops) and (formats is None or str(get_format(fmt)) in formats)
+    rows = [oracle_row(op, build_case(family, fmt, params)) for op, fmt, family, params in vector_params(level)
+            if keep(op, fmt)]
+    return rows + (amla_rows("quick" if level == 1 else "full") if keep("amla", "bf16") else [])
 
 
 def amla_rows(level: str) -> list[VectorRow]:
@@ -398,7 +405,7 @@ def check_vectors(root: "str | Path", impl: Any, *, op: str | None = None, rule:
         if not chosen:
             continue
         results = [evaluate(kernel, c.case, name, rule=rule, expected=c.expected) for c in chosen]
-        reports.append(CheckReport(kernel.name, name, ",".join(sorted({str(c.case.fmt) for c in chosen})), rule,
+        reports.append(CheckReport(impl if isinstance(impl, str) else kernel.name, name, ",".join(sorted({str(c.case.fmt) for c in chosen})), rule,
                                    "vectors", 0, len(results), results))
     return reports
 
