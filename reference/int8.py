@@ -90,7 +90,7 @@ from attnspec.registry import Outcome, check, tool
 from attnspec.spec.errors import ConventionError, DomainError, FormatError, ShapeError, require
 from attnspec.spec.formats import Format, as_float64, get_format, is_representable, require_finite, \
     require_representable, round_exact, round_to, ulp
-from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig, MLAWeights, _rope, _tokens, gemm, kernel_inputs, \
+from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig, MLAWeights, rope_rotate, validate_tokens, gemm, kernel_inputs, \
     mla_latents, rms_norm
 from attnspec.spec.policy import PrecisionPolicy, matmul_rounded
 
@@ -564,7 +564,7 @@ def mla_prolog(x, weights: MLAWeights, config: MLAConfig = DEEPSEEK_V3, *, uq_qr
     ``uq_qr`` quantises ``weights.wq_b`` (torch layout (N (D + Dr), Hcq); CANN stores its transpose).
     """
     require(config.q_lora_rank > 0, ShapeError, "config: expected q_lora_rank > 0 (MLAProlog has weight_dq)")
-    x, pos = _tokens(x, config, positions)  # (B, S, hidden), (B, S)
+    x, pos = validate_tokens(x, config, positions)  # (B, S, hidden), (B, S)
     b, s, _ = x.shape
     c_q = rms_norm(gemm(x, weights.wq_a.T, policy), weights.q_norm, config.norm_eps, policy)  # RmsNorm(x W_dq)
     if uq_qr is None:
@@ -576,7 +576,7 @@ def mla_prolog(x, weights: MLAWeights, config: MLAConfig = DEEPSEEK_V3, *, uq_qr
     q = q.reshape(b, s, config.n_heads, config.qk_head_dim)  # (B, S, N, D + Dr)
     q_nope, q_pe = q[..., :config.qk_nope_head_dim], q[..., config.qk_nope_head_dim:]
     c, k_pe = mla_latents(x, weights, config, positions=pos, policy=policy)  # kv_cache / kr_cache rows
-    absorbed, _ = kernel_inputs(q_nope, _rope(q_pe, pos, config, policy), c, k_pe, weights, config,
+    absorbed, _ = kernel_inputs(q_nope, rope_rotate(q_pe, pos, config, policy), c, k_pe, weights, config,
                                 policy=policy)  # (B, S, N, r + Dr): W_UK^T q_nope in BF16
     r = config.kv_lora_rank
     return PrologResult(absorbed[..., :r], absorbed[..., r:], c, k_pe, q, q_proj)

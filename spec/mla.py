@@ -240,7 +240,7 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, policy: PrecisionPol
     return policy.to_input(x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight)
 
 
-def _tokens(x, config: MLAConfig, positions) -> tuple[np.ndarray, np.ndarray]:
+def validate_tokens(x, config: MLAConfig, positions) -> tuple[np.ndarray, np.ndarray]:
     """Return (x (B, S, hidden) float64, positions (B, S) int64), validated."""
     x = as_float64(x, "x")
     require(x.ndim == 3 and x.shape[2] == config.hidden, ShapeError,
@@ -256,7 +256,7 @@ def _tokens(x, config: MLAConfig, positions) -> tuple[np.ndarray, np.ndarray]:
     return x, np.broadcast_to(pos, (b, s)).astype(np.int64)
 
 
-def _rope(x: np.ndarray, positions: np.ndarray, config: MLAConfig, policy: PrecisionPolicy) -> np.ndarray:
+def rope_rotate(x: np.ndarray, positions: np.ndarray, config: MLAConfig, policy: PrecisionPolicy) -> np.ndarray:
     """Return x (B, S, ..., rope) rotated at ``positions`` (B, S), in the softmax (vector) format."""
     fmt = policy.softmax
     angles = rope_angles(positions, config.rope_frequencies(fmt), fmt=fmt)  # (B, S, rope/2)
@@ -268,22 +268,22 @@ def mla_queries(x, weights: MLAWeights, config: MLAConfig = DEEPSEEK_V3, *, posi
                 policy: PrecisionPolicy = POLICY_FP64) -> tuple[np.ndarray, np.ndarray]:
     """Return (q_nope (B, S, H, qk_nope), q_pe (B, S, H, qk_rope) rotated) of tokens x (B, S, hidden)."""
     check_weights(weights, config)
-    x, pos = _tokens(x, config, positions)
+    x, pos = validate_tokens(x, config, positions)
     if config.q_lora_rank > 0:  # DeepSeek-V3: wq_b(q_norm(wq_a(x)))
         x = rms_norm(gemm(x, weights.wq_a.T, policy), weights.q_norm, config.norm_eps, policy)
     q = gemm(x, weights.wq_b.T, policy).reshape(x.shape[:2] + (config.n_heads, config.qk_head_dim))  # (B, S, H, 192)
     q_nope, q_pe = q[..., :config.qk_nope_head_dim], q[..., config.qk_nope_head_dim:]
-    return q_nope, _rope(q_pe, pos, config, policy)
+    return q_nope, rope_rotate(q_pe, pos, config, policy)
 
 
 def mla_latents(x, weights: MLAWeights, config: MLAConfig = DEEPSEEK_V3, *, positions=None,
                 policy: PrecisionPolicy = POLICY_FP64) -> tuple[np.ndarray, np.ndarray]:
     """Return (c (B, T, kv_lora_rank) normalised, k_pe (B, T, qk_rope) rotated): what the absorbed form caches."""
     check_weights(weights, config)
-    x, pos = _tokens(x, config, positions)
+    x, pos = validate_tokens(x, config, positions)
     kv = gemm(x, weights.wkv_a.T, policy)  # (B, T, r + rope)
     c = rms_norm(kv[..., :config.kv_lora_rank], weights.kv_norm, config.norm_eps, policy)
-    return c, _rope(kv[..., config.kv_lora_rank:], pos, config, policy)
+    return c, rope_rotate(kv[..., config.kv_lora_rank:], pos, config, policy)
 
 
 # ----------------------------------------------------------------------------------------------
