@@ -215,11 +215,14 @@ def gold_of(problem: AttentionProblem) -> tuple[np.ndarray, float | None]:
     return gold, float(bound.max(initial=0.0))
 
 
-def run_report(seed: int, quick: bool) -> dict:
-    """Return the report as a JSON-able dict: one entry per input, and the inputs where the rule fails."""
+def run_report(seed: int, quick: bool, inputs: list[ReportInput] | None = None) -> dict:
+    """Return the report as a JSON-able dict: one entry per input, and the inputs where the rule fails.
+
+    ``inputs`` defaults to :func:`report_inputs` of ``seed`` and ``quick``.
+    """
     policy = blas_policy(POLICY_AMLA)
     entries = []
-    for spec in report_inputs(seed, quick):
+    for spec in report_inputs(seed, quick) if inputs is None else inputs:
         start = time.perf_counter()
         problem = build_problem(spec)
         gold, bound = gold_of(problem)
