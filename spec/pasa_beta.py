@@ -65,8 +65,8 @@ DEFAULT_TOL = 1.0e-8  # optimal_para.py: optimal_beta(tol = 1.0e-8)
 
 
 def _check(beta: float, n: int, scale: float) -> None:
-    require(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 2, ShapeError,
-            f"n: expected a block length >= 2, got {n!r}")
+    require(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1, ShapeError,
+            f"n: expected a block length >= 1, got {n!r}")
     require(np.isfinite(beta) and 0.0 <= beta < 1.0, DomainError, f"beta: expected 0 <= beta < 1, got {beta!r}")
     require(np.isfinite(scale) and scale > 0.0, DomainError, f"scale: expected a finite scale > 0, got {scale!r}")
 
