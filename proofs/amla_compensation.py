@@ -69,7 +69,7 @@ def _carry(upper: bool) -> tuple[list, z3.BoolRef]:
     return pre, claim
 
 
-@theorem("amla.compensation.carry")
+@theorem("amla.compensation.carry", quick=False)
 def prove_amla_compensation_carry() -> ProofResult:
     # c29bc10 AmlaVecCompute: Muls(epsUb, epsUb, 1.5) ... Add(nUpdateTmp, nUpdateTmp, epsUb);
     #   Muls(nUpdateTmp, nUpdateTmp, FLOAT_E_SCALAR)   -- the fraction of N lands in the mantissa field
@@ -80,7 +80,7 @@ def prove_amla_compensation_carry() -> ProofResult:
                            "y = x (1 + d 2^-23 / (1 + F))")
 
 
-@theorem("amla.compensation.carry.control")
+@theorem("amla.compensation.carry.control", quick=False)
 def prove_amla_compensation_carry_control() -> ProofResult:
     # precondition dropped: f + d < 2^23 (the carry leaves the mantissa and moves the exponent)
     pre, claim = _carry(upper=False)
@@ -171,7 +171,7 @@ def _residual_ratio(normal: bool) -> tuple[list, z3.BoolRef]:
     return pre, z3.And(z3.fpLEQ(gap, z3.fpMul(z3.RNE(), r_hat, _fp(2.0**-8))), z3.fpIsNormal(r_hat))
 
 
-@theorem("amla.compensation.residual_ratio")
+@theorem("amla.compensation.residual_ratio", quick=False)
 def prove_amla_compensation_residual_ratio() -> ProofResult:
     # c29bc10: Cast(nTmp_KvT, nTmp, CAST_ROUND); Cast(nUpdateTmp2, nTmp_KvT, CAST_NONE); Div(tmpCofUb, nTmp, nUpdateTmp2)
     pre, claim = _residual_ratio(normal=True)
@@ -205,7 +205,7 @@ def _eps_range(c_err: float) -> tuple[list, z3.BoolRef]:
     return pre, claim
 
 
-@theorem("amla.compensation.eps_range")
+@theorem("amla.compensation.eps_range", quick=False)
 def prove_amla_compensation_eps_range() -> ProofResult:
     pre, claim = _eps_range(2.0**-8)
     lo, hi = ratio_range(2.0**-8)
@@ -214,7 +214,7 @@ def prove_amla_compensation_eps_range() -> ProofResult:
                            "e = fl(ratio - 1) has |e| <= 0.00785 and k = fl(fl(1.5 e) + 1e-6) has |k| <= 0.0118")
 
 
-@theorem("amla.compensation.eps_range.control")
+@theorem("amla.compensation.eps_range.control", quick=False)
 def prove_amla_compensation_eps_range_control() -> ProofResult:
     # precondition weakened: the residual error 2^-7 instead of 2^-8
     pre, claim = _eps_range(2.0**-7)
@@ -232,7 +232,7 @@ def _n_range(dn_lo: int) -> tuple[list, z3.BoolRef]:
     return pre, in_range(big_n, N_MIN, N_MAX)
 
 
-@theorem("amla.compensation.n_range")
+@theorem("amla.compensation.n_range", quick=False)
 def prove_amla_compensation_n_range() -> ProofResult:
     # c29bc10: Maxs(nUpdateTmp, nUpdateTmp, (T)(-30.0)) ... Cast(nInt32Out, nUpdateTmp, RoundMode::CAST_ROUND)
     pre, claim = _n_range(-30)
@@ -241,7 +241,7 @@ def prove_amla_compensation_n_range() -> ProofResult:
                            f"is in [{N_MIN}, {N_MAX}]")
 
 
-@theorem("amla.compensation.n_range.control")
+@theorem("amla.compensation.n_range.control", quick=False)
 def prove_amla_compensation_n_range_control() -> ProofResult:
     # precondition weakened: the clamp at -30 removed (dn = -31 allowed)
     pre, claim = _n_range(-31)

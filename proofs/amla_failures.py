@@ -116,13 +116,13 @@ def _subnormal_up(x, n, y):
     return z3.And(z3.fpIsNormal(y.value), x.sign == y.sign, z3.fpGT(z3.fpAbs(y.value), z3.fpAbs(scaled_rne(x, n))))
 
 
-@theorem("amla.failures.subnormal_up")
+@theorem("amla.failures.subnormal_up", quick=False)
 def prove_amla_failures_subnormal_up() -> ProofResult:
     return _result("amla.failures.subnormal_up", lambda x, n: _subnormal(x, n, 1, 253), _subnormal_up,
                    "subnormal x, n in [1, 253]: y is normal, same sign, and |y| > |RNE(x * 2^n)|")
 
 
-@theorem("amla.failures.subnormal_up.control")
+@theorem("amla.failures.subnormal_up.control", quick=False)
 def prove_amla_failures_subnormal_up_control() -> ProofResult:
     # precondition weakened: n = 0 (no rescale) leaves y = x
     return _result("amla.failures.subnormal_up.control", lambda x, n: _subnormal(x, n, 0, 253), _subnormal_up,
@@ -142,7 +142,7 @@ def prove_amla_failures_subnormal_down_control() -> ProofResult:
                    lambda x, n, y: _nan_or_flipped(x, y), "the subnormal_down result with n = 0 allowed", "refuted")
 
 
-@theorem("amla.failures.subnormal.witness")
+@theorem("amla.failures.subnormal.witness", quick=False)
 def prove_amla_failures_subnormal_witness() -> ProofResult:
     return _witness("amla.failures.subnormal.witness", lambda x, n: _subnormal(x, n, -253, 253) + [n != 0],
                     "subnormal x, n != 0")
@@ -157,14 +157,14 @@ def _underflow_to_subnormal(x, n, y):
                   z3.fpLT(z3.fpAbs(y.value), z3.fpAbs(scaled_rne(x, n))))
 
 
-@theorem("amla.failures.underflow_to_zero_exponent")
+@theorem("amla.failures.underflow_to_zero_exponent", quick=False)
 def prove_amla_failures_underflow_to_zero_exponent() -> ProofResult:
     return _result("amla.failures.underflow_to_zero_exponent", lambda x, n: _underflow(x, n, 0, 0),
                    _underflow_to_subnormal,
                    "normal x, e + n = 0: y is subnormal or zero, same sign, |y| < |RNE(x * 2^n)|")
 
 
-@theorem("amla.failures.underflow_to_zero_exponent.control")
+@theorem("amla.failures.underflow_to_zero_exponent.control", quick=False)
 def prove_amla_failures_underflow_to_zero_exponent_control() -> ProofResult:
     return _result("amla.failures.underflow_to_zero_exponent.control", lambda x, n: _underflow(x, n, 0, 1),
                    _underflow_to_subnormal, "the e + n = 0 result with e + n = 1 allowed", "refuted")
@@ -183,7 +183,7 @@ def prove_amla_failures_underflow_past_zero_control() -> ProofResult:
                    lambda x, n, y: _nan_or_flipped(x, y), "the e + n <= -1 result with e + n = 0 allowed", "refuted")
 
 
-@theorem("amla.failures.underflow.witness")
+@theorem("amla.failures.underflow.witness", quick=False)
 def prove_amla_failures_underflow_witness() -> ProofResult:
     return _witness("amla.failures.underflow.witness", lambda x, n: _underflow(x, n, -253, 0), "normal x, e + n <= 0")
 
@@ -195,7 +195,7 @@ def _overflow_result(x, n, y):
                                                     z3.Not(z3.fpIsNaN(y.value)))))
 
 
-@theorem("amla.failures.overflow")
+@theorem("amla.failures.overflow", quick=False)
 def prove_amla_failures_overflow() -> ProofResult:
     return _result("amla.failures.overflow", lambda x, n: _underflow(x, n, 255, 507), _overflow_result,
                    "normal x, e + n = 255: y = +-Inf = RNE(x * 2^n) if f = 0, NaN if f != 0; "
@@ -212,7 +212,7 @@ def prove_amla_failures_overflow_control() -> ProofResult:
                    "y is Inf, NaN or sign-flipped for e + n >= 254", "refuted")
 
 
-@theorem("amla.failures.overflow.witness")
+@theorem("amla.failures.overflow.witness", quick=False)
 def prove_amla_failures_overflow_witness() -> ProofResult:
     return _witness("amla.failures.overflow.witness", lambda x, n: _underflow(x, n, 255, 507), "normal x, e + n >= 255")
 
@@ -237,7 +237,7 @@ def prove_amla_failures_inf_nan_control() -> ProofResult:
                    "the Inf/NaN result with n = 0 allowed", "refuted")
 
 
-@theorem("amla.failures.inf_nan.witness")
+@theorem("amla.failures.inf_nan.witness", quick=False)
 def prove_amla_failures_inf_nan_witness() -> ProofResult:
     return _witness("amla.failures.inf_nan.witness", lambda x, n: _special(x, n, -1), "x = +-Inf or NaN, n <= -1")
 

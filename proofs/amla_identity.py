@@ -138,14 +138,14 @@ def prove_amla_identity_control_subnormal() -> ProofResult:
                           "refuted", "T1 with e = 0 allowed (zero and subnormal x)")
 
 
-@theorem("amla.identity.control.underflow")
+@theorem("amla.identity.control.underflow", quick=False)
 def prove_amla_identity_control_underflow() -> ProofResult:
     # precondition weakened: e + n >= 1 relaxed to e + n >= 0
     return identity_claim(lambda x, n, pre: pre[:2] + [in_range(x.e + n, 0, 254)], "amla.identity.control.underflow",
                           "refuted", "T1 with e + n = 0 allowed")
 
 
-@theorem("amla.identity.control.overflow")
+@theorem("amla.identity.control.overflow", quick=False)
 def prove_amla_identity_control_overflow() -> ProofResult:
     # precondition weakened: e + n <= 254 relaxed to e + n <= 255
     return identity_claim(lambda x, n, pre: pre[:2] + [in_range(x.e + n, 1, 255)], "amla.identity.control.overflow",
