@@ -416,14 +416,14 @@ _PASA_EDGES = (
 _PAGED_EDGES = (
     ("flashmla", {"seed": 31, "b": 2, "hq": 16, "hkv": 1, "sq": 2, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
                   "cache_seqlens": [65, 0], "scale": 0.135234, "causal": True}),
-    ("flashmla", {"seed": 32, "b": 1, "hq": 128, "hkv": 1, "sq": 1, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
+    ("flashmla", {"seed": 32, "b": 1, "hq": 3, "hkv": 1, "sq": 1, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
                   "cache_seqlens": [129], "scale": 576 ** -0.5, "causal": False}),
     ("mla_growing_max", {"seed": 33, "b": 1, "hq": 3, "hkv": 1, "sq": 4, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
                          "cache_seqlens": [150], "scale": 0.135234, "causal": True, "growth": 40.0}),
 )
 _AMLA_EDGES = (
-    ("amla_zero_hole", {"seed": 34, "b": 1, "hq": 3, "hkv": 1, "sq": 1, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
-                        "cache_seqlens": [600], "scale": 0.135234, "causal": False, "growth": 20.0,
+    ("amla_zero_hole", {"seed": 34, "b": 1, "hq": 1, "hkv": 1, "sq": 1, "dk": 576, "dv": 512, "page": FLASHMLA_PAGE,
+                        "cache_seqlens": [520], "scale": 0.135234, "causal": False, "growth": 20.0,
                         "zero_channels": 64}),
 )
 

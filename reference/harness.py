@@ -275,12 +275,13 @@ def resolve_kernel(impl: Any, op: str) -> Kernel:
 
 def check(impl: Any, *, op: str = "attention", dtype: "Format | str" = "fp32", examples: int = 50, seed: int = 0,
           rule: str = "flash", gold: str = "fp64", save_dir: "str | Path | None" = None, save: bool = True,
-          edges: bool = True) -> CheckReport:
+          edges: bool = True, fail_fast: bool = False) -> CheckReport:
     """Return the report of ``impl`` on the op's edge cases and ``examples`` cases drawn with ``seed``.
 
     ``impl`` is a :class:`Kernel`, a callable of the op's signature or ``"module:function"``.
     On failure the worst case is saved as a one-case vector set under ``save_dir`` (default:
-    the system's temporary directory) unless ``save`` is False.
+    the system's temporary directory) unless ``save`` is False. ``fail_fast`` stops evaluating
+    cases after the first failure (the report then shows that one as the worst).
     """
     kernel = resolve_kernel(impl, op)
     fmt = get_format(dtype)
@@ -291,15 +292,21 @@ def check(impl: Any, *, op: str = "attention", dtype: "Format | str" = "fp32", e
     require(isinstance(examples, int) and examples >= 1, ConventionError, f"examples: expected an int >= 1, got {examples!r}")
     require(rule in RULES, ConventionError, f"rule: expected one of {RULES}, got {rule!r}")
     drawn = kernel if op != "pasa" else _without(kernel, "softcap")  # PASA has no softcap (spec/pasa.py deviation 9)
-    results = [evaluate(kernel, build_case(family, fmt, params), op, rule=rule, gold=gold)
-               for family, params in (edge_params(op, drawn) if edges else [])]
+    results: list[CaseResult] = []
+
+    def run_one(case: Case) -> None:
+        if not (fail_fast and any(not r.ok for r in results)):
+            results.append(evaluate(kernel, case, op, rule=rule, gold=gold))
+
+    for family, params in edge_params(op, drawn) if edges else []:
+        run_one(build_case(family, fmt, params))
 
     @settings(max_examples=examples, database=None, deadline=None, derandomize=False, phases=(Phase.generate,),
               suppress_health_check=list(HealthCheck), print_blob=False)
     @hypothesis_seed(seed)
     @given(conformance_cases(op, drawn, fmt))
     def run(case: Case) -> None:
-        results.append(evaluate(kernel, case, op, rule=rule, gold=gold))
+        run_one(case)
 
     run()
     report = CheckReport(impl if isinstance(impl, str) else kernel.name, op, str(fmt), rule, gold, seed, examples, results)
