@@ -14,7 +14,8 @@ from fractions import Fraction
 
 from attnspec.hw_model._plot import pyplot, save_png
 from attnspec.hw_model.machines import ASCEND_910C, CALIBRATION, H800_SXM5, AscendPackage, provenance
-from attnspec.hw_model.predictions import durations, format_table, max_sync_cycles, predictions, worst_case
+from attnspec.hw_model._published import Published, format_table
+from attnspec.hw_model.predictions import durations, max_sync_cycles, predictions, worst_case
 from attnspec.hw_model.schedule import Durations, KernelRun, preload_programs, run_kernel, serial_programs, simulate
 from attnspec.hw_model.stages import MlaShape, positions, task_times
 from attnspec.proofs.preload_pipeline import cube_bound_condition, period
@@ -98,17 +99,11 @@ def _print(data: dict) -> None:
               f"block positions {'Cube-bound' if r['worst_case_cube_bound'] else 'not Cube-bound'}, flag-cost margin "
               + (f"{r['sync_margin_us']:.2f} us" if r['sync_margin_us'] >= 0 else "none"))
     print("\nPublished numbers (machines.Calibration holds every fitted constant)")
-    print(format_table([_Row(p) for p in data["predictions"]]))
+    print(format_table([Published(**{k: v for k, v in p.items() if k not in ("ratio", "ok")})
+                        for p in data["predictions"]]))
     print("\nCalibrated constants")
     for c in data["calibrated"]:
         print(f"  {c['name']} = {c['value']} {c['unit']}\n    fitted to: {c['source']}\n    shared by: {c['shared_by']}")
-
-
-class _Row:
-    """Adapter so format_table can print rows that came back as dicts."""
-
-    def __init__(self, d: dict) -> None:
-        self.__dict__.update(d)
 
 
 def gantt(shape: MlaShape, path: str, tasks: int, machine: AscendPackage = ASCEND_910C, sync_s: float = 0.0) -> None:

@@ -21,42 +21,22 @@ compute-bound figure (h_q s_q >= 128, the deep-dive's criterion, with MTP) and h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
-from typing import Literal
 
 import z3
 
+from attnspec.hw_model._published import Published
 from attnspec.hw_model.machines import ASCEND_910C, CALIBRATION, H800_SXM5, AscendPackage, Calibration, Gpu
 from attnspec.hw_model.stages import MlaShape, TaskTimes, task_times
 from attnspec.proofs._core import ProofResult, prove
 from attnspec.proofs.preload_pipeline import Variant, cube_bound_condition, period
 from attnspec.registry import Outcome, check
 
+KERNEL_BAND = 0.05  # issue 5: each kernel number within ±5%
 AMLA_SHAPE = MlaShape(batch=96, s_q=2, s_k=16384)  # G = 128, MTP 1 (cann-fia: "G=128, MTP 1 or 3")
 BASELINE_UTILISATION_CM384 = 0.654  # cm384 §5.5.2: compute-bound MLA, fraction of 376 TFLOPS per die
 CM384_DIE_PEAK = 376e12  # cm384's normalisation: 752 TFLOPS per package / 2 dies
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One published number next to the model's value for it."""
-
-    name: str
-    predicted: float
-    published: float
-    unit: str
-    kind: Literal["prediction", "calibration"]
-    source: str
-    band: float = 0.05
-
-    @property
-    def ratio(self) -> float:
-        return self.predicted / self.published
-
-    @property
-    def ok(self) -> bool:
-        return abs(self.ratio - 1.0) <= self.band
 
 
 def durations(t: TaskTimes) -> dict[str, Fraction]:
@@ -137,49 +117,31 @@ def flashmla_roofline(h_q: int, s_q: int, gpu: Gpu = H800_SXM5, cal: Calibration
     return flops / 1e12, flops / intensity / 1e9
 
 
-def predictions(machine: AscendPackage = ASCEND_910C, gpu: Gpu = H800_SXM5, cal: Calibration = CALIBRATION) -> list[Prediction]:
+def predictions(machine: AscendPackage = ASCEND_910C, gpu: Gpu = H800_SXM5, cal: Calibration = CALIBRATION) -> list[Published]:
     """Return every published kernel number with the model's prediction of it."""
     amla = max(steady_tflops(replace(AMLA_SHAPE, s_q=s_q), "amla", "cann", machine, cal) for s_q in (1, 2, 4))
     baseline = steady_tflops(AMLA_SHAPE, "fa_gm", "none", machine, cal) / machine.dies
     fa_compute, _ = flashmla_roofline(128, 2, gpu, cal)
     _, fa_memory = flashmla_roofline(16, 1, gpu, cal)
-    return [
-        Prediction("AMLA on 910C, TFLOPS (up to)", amla, 614.0, "TFLOPS", "prediction", "amla abstract"),
-        Prediction("AMLA on 910C, fraction of peak", amla * 1e12 / machine.peak_bf16, 0.868, "", "prediction",
-                   "amla abstract"),
-        Prediction("FlashMLA on H800, compute-bound TFLOPS", fa_compute, 660.0, "TFLOPS", "prediction",
-                   "flashmla README"),
-        Prediction("FlashMLA on H800, fraction of peak", fa_compute * 1e12 / gpu.peak_bf16, 0.667, "", "prediction",
-                   "amla footnote 1"),
-        Prediction("FlashMLA on H800, fraction of throttled peak", fa_compute * 1e12 / gpu.throttled_bf16, 0.80, "",
-                   "calibration", "flashmla deep-dive (h800_tensor_efficiency)"),
-        Prediction("FlashMLA on H800, memory-bound GB/s", fa_memory, 3000.0, "GB/s", "prediction", "flashmla README"),
-        Prediction("MLA on 910C die, memory-bound GB/s", machine.die.hbm_achievable / 1e9, 1346.0, "GB/s",
-                   "prediction", "cm384 §5.5.2"),
-        Prediction("baseline MLA on 910C die, fraction of 376 TFLOPS", baseline * 1e12 / CM384_DIE_PEAK, 0.654, "",
-                   "calibration", "cm384 §5.5.2 (gm_latency_cycles)"),
+    rows = [
+        ("AMLA on 910C, TFLOPS (up to)", amla, 614.0, "TFLOPS", "prediction", "amla abstract"),
+        ("AMLA on 910C, fraction of peak", amla * 1e12 / machine.peak_bf16, 0.868, "", "prediction", "amla abstract"),
+        ("FlashMLA on H800, compute-bound TFLOPS", fa_compute, 660.0, "TFLOPS", "prediction", "flashmla README"),
+        ("FlashMLA on H800, fraction of peak", fa_compute * 1e12 / gpu.peak_bf16, 0.667, "", "prediction",
+         "amla footnote 1"),
+        ("FlashMLA on H800, fraction of throttled peak", fa_compute * 1e12 / gpu.throttled_bf16, 0.80, "",
+         "calibration", "flashmla deep-dive (h800_tensor_efficiency)"),
+        ("FlashMLA on H800, memory-bound GB/s", fa_memory, 3000.0, "GB/s", "prediction", "flashmla README"),
+        ("MLA on 910C die, memory-bound GB/s", machine.die.hbm_achievable / 1e9, 1346.0, "GB/s", "prediction",
+         "cm384 §5.5.2"),
+        ("baseline MLA on 910C die, fraction of 376 TFLOPS", baseline * 1e12 / CM384_DIE_PEAK, 0.654, "",
+         "calibration", "cm384 §5.5.2 (gm_latency_cycles)"),
     ]
-
-
-def format_table(rows: list[Prediction]) -> str:
-    """Return the predictions as an aligned text table."""
-    width = max(len(r.name) for r in rows)
-    lines = [f"{'published number':<{width}}  {'predicted':>10}  {'published':>10}  {'ratio':>6}  {'band':>5}  kind"]
-    for r in rows:
-        lines.append(f"{r.name:<{width}}  {_show(r.predicted):>10}  {_show(r.published):>10}  {r.ratio:>6.3f}  "
-                     f"±{r.band:.0%}  {r.kind}{'' if r.ok else '  OUT OF BAND'}")
-    return "\n".join(lines)
-
-
-def _show(x: float) -> str:
-    return f"{x:.1%}" if x < 1.5 else f"{x:,.0f}"
+    return [Published(*row, band=KERNEL_BAND) for row in rows]
 
 
 def _outcome(name: str) -> Outcome:
-    row = next(r for r in predictions() if r.name == name)
-    return Outcome.from_bool(row.ok, f"predicted {_show(row.predicted)} vs published {_show(row.published)} "
-                             f"(ratio {row.ratio:.3f}, band ±{row.band:.0%}, {row.kind})",
-                             {"predicted": row.predicted, "published": row.published, "ratio": row.ratio})
+    return next(r for r in predictions() if r.name == name).outcome()
 
 
 @check("hw_predict_amla_tflops", "model")

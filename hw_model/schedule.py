@@ -44,8 +44,6 @@ from attnspec.spec.errors import ConventionError, ShapeError, require
 
 Schedule = Literal["preload", "serial"]
 Dependency = Literal["cann", "atomic", "none"]
-UNITS = ("cube", "vector")
-CUBE_STAGES = ("C1", "C2")
 
 
 @dataclass(frozen=True)

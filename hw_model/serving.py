@@ -57,6 +57,7 @@ from dataclasses import dataclass, field, replace
 from math import ceil
 
 from attnspec.hw_model._plot import pyplot, save_png
+from attnspec.hw_model._published import Published, format_table
 from attnspec.hw_model.machines import (ASCEND_910C, CALIBRATION, AscendDie, AscendPackage, Calibration, calibrated,
                                         cited, provenance)
 from attnspec.hw_model.predictions import durations
@@ -460,69 +461,38 @@ SLO_POINTS = ((96, 4096, 256, 1943.0, 49.4), (128, 1024, 1024, 2733.0, 46.8), (1
 SERVING_BAND = 0.10
 
 
-@dataclass(frozen=True)
-class ServingRow:
-    """One published serving number next to the model's prediction of it."""
-
-    name: str
-    predicted: float
-    published: float
-    unit: str
-    kind: str
-    source: str
-    band: float = SERVING_BAND
-
-    @property
-    def ratio(self) -> float:
-        return self.predicted / self.published
-
-    @property
-    def ok(self) -> bool:
-        return abs(self.ratio - 1.0) <= self.band
-
-
-def serving_rows(hw: Hardware = Hardware()) -> list[ServingRow]:
+def serving_rows(hw: Hardware = Hardware()) -> list[Published]:
     """Return every published serving number with the model's prediction of it."""
     decode = DecodeModel(hw)
     rows = []
     for batch, prompt, output, tput, tpot in SLO_POINTS:
         r = decode.run(DecodePoint(batch, kv_length(prompt, output)))
         label = f"decode b{batch}/NPU {prompt}/{output}"
-        rows.append(ServingRow(f"{label} throughput", r.throughput, tput, "tok/s/NPU", "prediction", "cm384 Table 3/4"))
-        rows.append(ServingRow(f"{label} TPOT", r.tpot * 1e3, tpot, "ms", "prediction", "cm384 Table 3/4"))
+        rows.append(_row(f"{label} throughput", r.throughput, tput, "tok/s/NPU", "prediction", "cm384 Table 3/4"))
+        rows.append(_row(f"{label} TPOT", r.tpot * 1e3, tpot, "ms", "prediction", "cm384 Table 3/4"))
     for point, what, target in LAYER_TARGETS:
         s_q = 1 + DEPLOYMENT.mtp_drafts if point.mtp else 1
         layer, _, s1 = decode.moe_layer(point, s_q, point.batch_npu // 2)
         name = f"decode b96 {'MTP' if point.mtp else 'no MTP'} {'per-layer' if what == 'layer' else 'MoE stream'}"
-        rows.append(ServingRow(name, (layer if what == "layer" else sum(s1.values())) * 1e6, target * 1e6, "us",
+        rows.append(_row(name, (layer if what == "layer" else sum(s1.values())) * 1e6, target * 1e6, "us",
                                "calibration", "cm384 §5.4.2, §4.2.3 (moe_token_s)"))
     with_mb = decode.run(DecodePoint(96, 4096, microbatches=True)).throughput
     without = decode.run(DecodePoint(96, 4096, microbatches=False)).throughput
-    rows.append(ServingRow("decode b96 microbatch speed-up", with_mb / without, 1.094, "x", "prediction", "cm384 §5.4.1"))
+    rows.append(_row("decode b96 microbatch speed-up", with_mb / without, 1.094, "x", "prediction", "cm384 §5.4.1"))
     prefill = PrefillModel(hw).run()
-    rows.append(ServingRow("prefill 4K prompts, perfect EPLB", prefill.throughput, 6688.0, "tok/s/NPU", "prediction",
+    rows.append(_row("prefill 4K prompts, perfect EPLB", prefill.throughput, 6688.0, "tok/s/NPU", "prediction",
                            "cm384 Table 2"))
-    rows.append(ServingRow("prefill 4K prompts, default", prefill.throughput * hw.serving.eplb_throughput_ratio, 5655.0,
+    rows.append(_row("prefill 4K prompts, default", prefill.throughput * hw.serving.eplb_throughput_ratio, 5655.0,
                            "tok/s/NPU", "prediction", "cm384 Table 2 (eplb_throughput_ratio from SGLang's pair)"))
     return rows
 
 
-def format_rows(rows: list[ServingRow]) -> str:
-    """Return the rows as an aligned text table."""
-    width = max(len(r.name) for r in rows)
-    lines = [f"{'published number':<{width}}  {'predicted':>10}  {'published':>10}  {'unit':<9}  {'ratio':>6}  kind"]
-    for r in rows:
-        digits = 3 if r.published < 10 else 1
-        lines.append(f"{r.name:<{width}}  {r.predicted:>10,.{digits}f}  {r.published:>10,.{digits}f}  {r.unit:<9}  {r.ratio:>6.3f}  "
-                     f"{r.kind}{'' if r.ok else '  OUT OF BAND (±10%)'}")
-    return "\n".join(lines)
+def _row(name: str, predicted: float, published: float, unit: str, kind: str, source: str) -> Published:
+    return Published(name, predicted, published, unit, kind, source, SERVING_BAND)
 
 
 def _row_outcome(prefix: str) -> Outcome:
-    row = next(r for r in serving_rows() if r.name.startswith(prefix))
-    return Outcome.from_bool(row.ok, f"{row.name}: predicted {row.predicted:,.1f} {row.unit} vs published "
-                             f"{row.published:,.1f} (ratio {row.ratio:.3f}, band ±{row.band:.0%}, {row.kind})",
-                             {"predicted": row.predicted, "published": row.published, "ratio": row.ratio})
+    return next(r for r in serving_rows() if r.name.startswith(prefix)).outcome()
 
 
 @check("serving_decode_b96_throughput", "model")
@@ -666,7 +636,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(data, indent=1, default=str))
         return 0 if all(r.ok for r in rows) else 1
     print("DeepSeek-R1 on CloudMatrix384 (arXiv:2506.12708): published numbers and the model's predictions\n")
-    print(format_rows(rows))
+    print(format_table(rows))
     b = data["decode_b96_us"]
     print(f"\nDecode, batch 96/NPU, 4K KV, MTP, per microbatch (us): stream 0 {b['stream0']}\n"
           f"  stream 1 {b['stream1']}\n  MoE layer {b['moe_layer']:.0f}, dense layer {b['dense_layer']:.0f}, "

@@ -32,7 +32,8 @@ solver call, the conjunction of:
    max-plus matrix of F). With the base case x(3) <= u + max_j(x_j(3) - u_j), induction gives
    x(k) <= u + const + (k - 3) T for every block count n >= 3 and every k <= n.
 2. Lower bound: for each term t of T there is a component j and a number of loops p with
-   F^p(x)_j >= x_j + p t for every state x (a cycle of the dependency graph of mean t).
+   F^p(x)_j >= x_j + p t for every state x (a cycle of the dependency graph of mean t), and
+   some term is at least T.
 
 Together: x(k) = k T + O(1), so T is the steady-state period, for every n >= 3. The derived
 periods (found by exhaustive simulation, then proved here):
@@ -207,7 +208,9 @@ def _period_claim(d: dict, variant: Variant, t) -> tuple[z3.BoolRef, list]:
                            z3.And(*[xi <= ui + m + t for xi, ui in zip(x_k1, u)]))
     x = [z3.Real("x_a"), z3.Real("x_b"), z3.Real("x_d")]
     one, two = step(x, d, variant), step(step(x, d, variant), d, variant)
-    lower = [(one if p == 1 else two)[j] >= x[j] + p * term for j, p, term in period_terms(d, variant)]
+    terms = period_terms(d, variant)
+    lower = [(one if p == 1 else two)[j] >= x[j] + p * term for j, p, term in terms]
+    lower.append(z3.Or(*[term >= t for _, _, term in terms]))  # some cycle is at least as slow as t
     assumptions = _nonnegative(d) + [n >= 3, k >= 3, k + 1 <= n] + recurrence
     return z3.And(induction, *lower), assumptions
 
