@@ -34,7 +34,7 @@ import numpy as np
 from mpmath import libmp
 from mpmath.ctx_iv import MPIntervalContext
 
-from attnspec.spec.errors import AttnSpecError, require
+from attnspec.spec.errors import AttnSpecError, DomainError, require
 from attnspec.spec.formats import Format, get_format, round_exact
 from attnspec.spec.problem import AttentionProblem, attention_problem
 
@@ -56,7 +56,7 @@ def attention_oracle(q, k, v, *, dps: int = DEFAULT_DPS, **conventions) -> "Orac
 
 def oracle_from_problem(problem: AttentionProblem, *, dps: int = DEFAULT_DPS) -> "OracleResult":
     """Return the oracle's enclosures for a validated problem."""
-    require(isinstance(dps, int) and 15 <= dps <= 10_000, AttnSpecError, f"dps: expected an int in [15, 10000], got {dps!r}")
+    require(isinstance(dps, int) and not isinstance(dps, bool) and 15 <= dps <= 10_000, DomainError, f"dps: expected an int in [15, 10000], got {dps!r}")
     result = OracleResult(problem=problem, prec=math.ceil(dps * math.log2(10)) + 8)
     result._compute_all()
     return result
@@ -219,12 +219,12 @@ class OracleResult:
 
     def _undecided(self, idx, f: Format, x, strict: bool) -> float:
         if strict:
-            mid = float(_to_fraction(x.mid._mpi_[0]))
+            mid = round_exact(_in_range(x.mid._mpi_[0], Format.FP64), Format.FP64)
             raise OracleUncertifiedError(
                 f"oracle: cannot certify the {f} rounding of row {idx} at {int(self._row_prec[idx])} bits "
                 f"(value ~{mid!r} sits on a rounding boundary); pass strict=False to accept the midpoint's rounding")
         self.uncertified.append((f.info.name, idx))
-        return round_exact(_to_fraction(x.mid._mpi_[0]), f)
+        return round_exact(_in_range(x.mid._mpi_[0], f), f)
 
     # -- convenience views ----------------------------------------------------------------------
     @property
@@ -268,9 +268,26 @@ def _enclose(ctx: MPIntervalContext, value: Fraction):
     return ctx.mpf(value.numerator) / ctx.mpf(value.denominator)
 
 
+def _in_range(raw, f: Format) -> Fraction:
+    """Return the value of a finite raw mpf, or a stand-in that rounds the same in ``f`` when it is far outside f's range.
+
+    A weight such as exp(-1e20) is a fine interval end but has no exact rational one could
+    build (2**1e20 bits); anything below half the least subnormal rounds to zero, anything
+    at or above 2**(emax + 2) overflows, whatever its exact value.
+    """
+    sign, man, exp, bc = raw
+    top = exp + bc  # |x| < 2**top
+    side = -1 if sign else 1
+    if man and top < f.info.emin - f.info.p:
+        return Fraction(side, 2 ** (f.info.p - f.info.emin + 1))
+    if man and top > f.info.emax + 3:
+        return Fraction(side * 2 ** (f.info.emax + 2))
+    return _to_fraction(raw)
+
+
 def _round_enclosure(x, f: Format) -> float | None:
     """Return the rounding of every point of the interval ``x`` into ``f``, or None if they differ."""
-    lo, hi = (round_exact(_to_fraction(end), f) for end in x._mpi_)
+    lo, hi = (round_exact(_in_range(end, f), f) for end in x._mpi_)
     return lo if lo == hi else None
 
 

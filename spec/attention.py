@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .formats import Format, require_representable
-from .policy import PrecisionPolicy
+from .policy import PrecisionPolicy, require_policy
 from .problem import AttentionProblem, attention_problem
 
 #: The definition evaluated in binary64 (not bit-reproducible across BLAS builds; see spec.policy).
@@ -64,6 +64,7 @@ def empty_rows(s: np.ndarray) -> np.ndarray:
 
 def softmax_attention(problem: AttentionProblem, policy: PrecisionPolicy = POLICY_FP64) -> AttentionResult:
     """Return the attention of a validated problem, rounding where ``policy`` says."""
+    require_policy(policy)
     s = logits(problem, policy)  # (B, Hq, Sq, Sk)
     empty = empty_rows(s)  # (B, Hq, Sq, 1)
     # Shift by the row max; an empty row uses 0 so that (-inf) - (-inf) never appears.
@@ -82,6 +83,7 @@ def softmax_attention(problem: AttentionProblem, policy: PrecisionPolicy = POLIC
 
 def check_strict(problem: AttentionProblem, policy: PrecisionPolicy) -> None:
     """Raise FormatError unless Q, K and V are already values of the policy's matmul input format."""
+    require_policy(policy)
     for name, arr in (("q", problem.q), ("k", problem.k), ("v", problem.v)):
         require_representable(arr, policy.matmul_input, name)
 

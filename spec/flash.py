@@ -33,7 +33,7 @@ import numpy as np
 from .attention import AttentionResult, check_strict, logits
 from .errors import ShapeError, require
 from .formats import Format
-from .policy import PrecisionPolicy
+from .policy import PrecisionPolicy, require_policy
 from .problem import AttentionProblem, attention_problem
 
 #: FP32 everywhere: the policy under which FlashAttention's recurrence is usually studied.
@@ -90,7 +90,8 @@ def flash_finalize(state: FlashState, policy: PrecisionPolicy, empty_lse: float,
 
 def flash_state(problem: AttentionProblem, policy: PrecisionPolicy, block_k: int) -> FlashState:
     """Return the state after all KV blocks of ``problem``."""
-    require(isinstance(block_k, (int, np.integer)) and block_k >= 1, ShapeError,
+    require_policy(policy)
+    require(isinstance(block_k, (int, np.integer)) and not isinstance(block_k, bool) and block_k >= 1, ShapeError,
             f"block_k: expected a positive int, got {block_k!r}")
     state = initial_state(problem)
     sk = problem.k.shape[2]

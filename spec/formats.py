@@ -119,6 +119,8 @@ def get_format(fmt: "Format | str | np.dtype | type") -> Format:
         require(key in _BY_NAME, FormatError,
                 f"format: expected one of {sorted(f.info.name for f in Format)}, got {fmt!r}")
         return _BY_NAME[key]
+    require(fmt is not None, FormatError,  # np.dtype(None) would silently mean float64
+            "format: expected a Format, a format name or a float dtype, got None")
     try:
         dtype = np.dtype(fmt)
     except TypeError:

@@ -43,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import ConventionError, require
+from .errors import ConventionError, FormatError, require
 from .formats import Format, get_format, round_exact, round_to
 
 Accumulation = Literal["exact", "sequential"]
@@ -118,6 +118,13 @@ class PrecisionPolicy:
         return sum_rounded(x, axis, self.softmax if fmt is None else get_format(fmt), self.accumulation)
 
 
+def require_policy(policy, name: str = "policy") -> PrecisionPolicy:
+    """Return ``policy`` after checking that it is a PrecisionPolicy (a format name is not one)."""
+    require(isinstance(policy, PrecisionPolicy), FormatError,
+            f"{name}: expected a PrecisionPolicy, e.g. PrecisionPolicy.uniform('bf16'), got {policy!r}")
+    return policy
+
+
 def matmul_rounded(a: np.ndarray, b: np.ndarray, fmt: Format, accumulation: Accumulation = "exact") -> np.ndarray:
     """Return a @ b with every output element rounded into ``fmt`` by the given accumulation rule."""
     a = np.asarray(a, dtype=np.float64)
@@ -189,8 +196,11 @@ def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi, a - hi
 
 
-def _exact_dot(x: np.ndarray, y: np.ndarray) -> Fraction:
-    """Return the exact rational value of sum(x_i * y_i)."""
+def _exact_dot(x: np.ndarray, y: np.ndarray) -> "Fraction | float":
+    """Return the exact rational value of sum(x_i * y_i); with an Inf or NaN operand, its IEEE value."""
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        with np.errstate(invalid="ignore"):
+            return float(np.sum(x * y))  # IEEE 754 §6.1-6.2: Inf and NaN propagate in any order
     with np.errstate(over="ignore", invalid="ignore"):
         p = x * y
         (xh, xl), (yh, yl) = _split(x), _split(y)
@@ -203,10 +213,13 @@ def _exact_dot(x: np.ndarray, y: np.ndarray) -> Fraction:
     return _dyadic_sum((a * c, b * d) for (a, b), (c, d) in ratios)
 
 
-def _exact_sum(x: np.ndarray) -> Fraction:
-    """Return the exact rational value of sum(x_i)."""
+def _exact_sum(x: np.ndarray) -> "Fraction | float":
+    """Return the exact rational value of sum(x_i); with an Inf or NaN term, its IEEE value."""
     terms = x.tolist()
-    fast = _float_sum_if_exact(terms) if all(map(math.isfinite, terms)) else None
+    if not all(map(math.isfinite, terms)):
+        with np.errstate(invalid="ignore"):
+            return float(np.sum(x))  # IEEE 754 §6.1-6.2: Inf and NaN propagate in any order
+    fast = _float_sum_if_exact(terms)
     return fast if fast is not None else _dyadic_sum(v.as_integer_ratio() for v in terms)
 
 
@@ -222,10 +235,12 @@ def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Forma
     nu = max(n_terms - 1, 1) * _U64
     gamma = nu / (1 - nu)
     radius = magnitude * (gamma / (1 - gamma)) * (1 + 2.0 ** -50)
-    lo = round_to(approx - radius, fmt)
-    hi = round_to(approx + radius, fmt)
+    with np.errstate(invalid="ignore"):  # Inf - Inf where an operand is Inf: decided exactly below
+        lo = round_to(approx - radius, fmt)
+        hi = round_to(approx + radius, fmt)
     out = lo.copy()
     undecided = np.argwhere(~((lo == hi) | (np.isnan(lo) & np.isnan(hi))))
     for idx in map(tuple, undecided):
-        out[idx] = round_exact(exact(idx), fmt)
+        value = exact(idx)
+        out[idx] = round_to(value, fmt) if isinstance(value, float) else round_exact(value, fmt)
     return out

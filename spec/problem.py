@@ -15,7 +15,8 @@ Conventions pinned here (see the README's conventions table for the other anchor
   the boolean restrictions (causal, window, boolean mask, lengths) set S to -inf.
   Softcap comes before the mask (FlashAttention; ONNX after onnx/onnx#7867).
 - Boolean mask: True means "may attend" (ONNX, PyTorch). Float mask: added to the logits;
-  -inf allowed, NaN and +inf rejected. Either broadcasts to (B, Hq, Sq, Sk).
+  -inf allowed, NaN and +inf rejected. Either broadcasts to (B, Hq, Sq, Sk). An integer
+  mask is rejected: 0/1 could mean either.
 - Variable lengths: ``q_seqlens`` / ``kv_seqlens`` (B,) give the valid prefix of each batch's
   queries / keys. Slots beyond them are never read: they may hold anything, NaN included.
 - Non-finite Q, K or V inside the valid region raise DomainError.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import DomainError, MaskError, ShapeError, require
+from .errors import ConventionError, DomainError, MaskError, ShapeError, require
 from .formats import as_float64, require_finite
 from .masks import CausalAlignment, allowed_keys, validate_window
 
@@ -118,8 +119,10 @@ def attention_problem(q, k, v, *, scale: float | None = None, causal: bool = Fal
     scale = float(scale)
     require(np.isfinite(scale) and scale != 0.0, DomainError,
             f"scale: expected a finite non-zero number, got {scale!r}")
+    require(isinstance(causal, (bool, np.bool_)), ConventionError, f"causal: expected True or False, got {causal!r}")
     if softcap is not None:
-        require(isinstance(softcap, (int, float, np.floating, np.integer)) and np.isfinite(softcap)
+        require(isinstance(softcap, (int, float, np.floating, np.integer)) and not isinstance(softcap, bool)
+                and np.isfinite(softcap)
                 and softcap > 0, DomainError, f"softcap: expected None or a finite positive number, got {softcap!r}")
         softcap = float(softcap)
     require(empty_lse in (-np.inf, np.inf) or np.isnan(empty_lse), DomainError,
@@ -156,6 +159,9 @@ def attention_problem(q, k, v, *, scale: float | None = None, causal: bool = Fal
         if m.dtype == np.bool_:
             allowed = allowed & m
         else:
+            # An integer 0/1 mask is ambiguous (boolean or additive?); ONNX and PyTorch take bool or float only.
+            require(not np.issubdtype(m.dtype, np.integer), MaskError,
+                    f"mask: expected a bool mask (True = may attend) or a floating-point additive mask, got dtype {m.dtype}")
             m = as_float64(m, "mask")
             require(not np.any(np.isnan(m)) and not np.any(m == np.inf), MaskError,
                     "mask: an additive mask may hold finite values and -inf, got NaN or +inf")

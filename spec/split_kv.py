@@ -24,7 +24,7 @@ import numpy as np
 from .attention import AttentionResult, check_strict
 from .errors import ShapeError, require
 from .flash import POLICY_FP32, flash_finalize, flash_state
-from .policy import PrecisionPolicy
+from .policy import PrecisionPolicy, require_policy
 from .problem import AttentionProblem, attention_problem
 
 
@@ -34,8 +34,10 @@ def split_boundaries(sk: int, num_splits: int, block_k: int) -> list[int]:
     Splits get ceil(blocks / num_splits) KV blocks each, as flash-decoding schedules them;
     trailing splits may be empty.
     """
-    require(isinstance(num_splits, (int, np.integer)) and num_splits >= 1, ShapeError,
-            f"num_splits: expected a positive int, got {num_splits!r}")
+    for name, value in (("num_splits", num_splits), ("block_k", block_k)):
+        require(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1, ShapeError,
+                f"{name}: expected a positive int, got {value!r}")
+    require(isinstance(sk, (int, np.integer)) and sk >= 0, ShapeError, f"sk: expected an int >= 0, got {sk!r}")
     blocks = -(-sk // block_k)
     per_split = max(1, -(-blocks // num_splits))
     return [min(sk, i * per_split * block_k) for i in range(num_splits)] + [sk]
@@ -57,6 +59,7 @@ def split_partials(problem: AttentionProblem, boundaries: list[int], policy: Pre
 
 def combine(partials: list[AttentionResult], policy: PrecisionPolicy, empty_lse: float = -np.inf) -> AttentionResult:
     """Return the exact LSE combine of split partials, rounded where ``policy`` says."""
+    require_policy(policy)
     require(len(partials) >= 1, ShapeError, "partials: expected at least one partial result")
     lses = np.stack([p.lse for p in partials])  # (n, B, Hq, Sq)
     outs = np.stack([p.out for p in partials])  # (n, B, Hq, Sq, Dv)
