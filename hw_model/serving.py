@@ -8,29 +8,32 @@ deepseek-ai/DeepSeek-V3 ``inference/configs/config_671B.json`` (dsv3). Hardware 
 :mod:`attnspec.hw_model.stages` and :mod:`attnspec.hw_model.schedule`, run on the cores of
 its stream.
 
-Decode, per die (DP320: each die serves B_npu / 2 sequences), per MoE layer, for each of the
-two microbatches (cm384 §4.2.3):
+Decode, per die (DP320: each die serves B_npu / 2 sequences), per MoE layer (cm384 §4.2.3):
 
 - stream 0 on 16 AIC + 32 AIV: MLAProlog (INT8 W_dq, W_uq_qr, W_dkv_kr; BF16 W_UK absorption),
   FusedAttention (the MLA kernel model, baseline FA variant, on 16 AIC), O_proj (BF16 W_UV,
   INT8 W_o);
-- stream 1 on 8 AIC + 16 AIV: gate, FusedDispatch, the expert MLP (INT8, on the busiest rank),
-  FusedCombine;
-- layer time = 2 max(stream 0, stream 1) + the calibrated per-operator and per-token costs.
+- stream 1 on 8 AIC + 16 AIV: gate, the calibrated per-token MoE work, FusedDispatch, the
+  expert MLP (INT8, on the busiest rank), FusedCombine;
+- with two microbatches the streams alternate and a layer takes 2 max(stream 0, stream 1)
+  (cm384 §8.3); without, the whole die runs stream 0 then stream 1. The engine re-tunes the
+  split at run time (§4.2.3), so a point uses whichever mode is faster.
 
 A GEMM costs max(MACs / (AIC x MAC/cycle x clock x mmad_efficiency), weight bytes / (AIC x
 32 B/cycle x clock)): a roofline on the stream's own cores. Dispatch and combine cost
-t0 + tokens x destinations x message / 135 GB/s (cm384 Table 1, measured UB write per die),
-with the message sizes derived from the hidden size: 7,168 INT8 + the per-token scale padded
-to 512 B = 7,680 B; 7,168 BF16 = 14,336 B. A step runs 58 MoE layers, 3 dense layers, the MTP
-module (one MoE layer on one token per sequence, cm384 §4.2.4) and two LM-head passes; TPOT =
+t0 + tokens x destinations x message / 135 GB/s (cm384 v2 Table 1, measured UB write per
+die), with 9 destinations (8 routed experts and one shared-expert rank) and message sizes
+derived from the hidden size: 7,168 INT8 + the per-token scale padded to 512 B = 7,680 B;
+7,168 BF16 = 14,336 B. A step runs 58 MoE layers, 3 dense layers, the MTP module (one MoE
+layer on one token per sequence, cm384 §4.2.4) and two LM-head passes; TPOT =
 step / (1 + k a) with k = 1 draft token accepted with a = 0.7; throughput = batch / TPOT.
 
 Prefill, per die, per layer (cm384 §4.3): SP down-projections on its own tokens, All-Gather
 of the low-rank activations, TP over 4 of the 128 heads for all tokens of the 32-die
-instance (up-projections, causal attention, no absorption), All-to-All back, SP o_proj,
-EP32 MoE over SDMA. Compute and communication of two microbatches overlap: layer time =
-max(compute, communication) + the per-operator costs.
+instance (up-projections, causal attention without absorption, priced by the stage model
+with q/k 192 and v 128), All-to-All back, SP o_proj, EP32 MoE over SDMA. Collectives run at
+the achieved all-to-all bandwidth of cm384 Table 6 (103 GB/s); compute and communication of
+two microbatches overlap as a two-stage flow shop (:func:`microbatch_layer`).
 
 Decision (2026-11-28): CloudMatrix's FusedAttention (June 2025) is modelled as the baseline
 FA kernel, the one whose 65.4% calibrated ``gm_latency_cycles``; ``--attention amla`` shows
@@ -43,10 +46,17 @@ Decision (2026-11-28): the expert load of a decode step is set by the shared-exp
 which receive 320 x t / 32 = 10 t tokens, more than the 320 x 8 t / 288 = 8.9 t of a routed
 rank under EPLB; routed-rank imbalance is not modelled in decode.
 
-Known deviations (catalogue): no modelling of the dense layers' microbatching (they run on
-the whole die, one after another); the MTP module's own attention is priced like a main
-layer's; LM-head weights are BF16 (cm384 §4.5 keeps sensitive parts out of INT8; not stated
-for the head); launch bubbles are taken as removed by the paper's MTP fixes (§4.2.4).
+Known deviations (catalogue):
+
+- Batch 8 per NPU (the 15 ms SLO row of cm384 Table 4) is predicted 14% slow (462 vs 538
+  tok/s): at that batch the model's fixed per-layer costs (weight streams at 32 B/cycle per
+  core, about 180 us, and the dispatch/combine t0 of 134 us extrapolated from Table 6) already
+  exceed the ~0.36 ms per layer the published TPOT allows. Table 6 gives one batch size only,
+  so t0 and bandwidth cannot be separated from it; see docs/serving.md.
+- The dense layers are not microbatched (they run on the whole die, one after another); the
+  MTP module's attention is priced like a main layer's; LM-head weights are BF16 (cm384 §4.5
+  keeps sensitive parts out of INT8; not stated for the head); launch bubbles are taken as
+  removed by the paper's MTP fixes (§4.2.4).
 """
 
 from __future__ import annotations
