@@ -1,4 +1,4 @@
-"""T3: the mantissa compensation. Adding d to the bits multiplies by 1 + d 2^-23/(1+f) when no carry leaves the mantissa.
+"""T3: mantissa compensation. Adding d to the bits multiplies by 1 + d 2^-23/(1+F) unless a carry leaves the mantissa.
 
 The kernel (hicann/ops-transformer @ c29bc10 ``AmlaVecCompute``) must multiply O by
 2^dn * c_{i-1}/c_i, where c = r / bf16(r) is the error of rounding the residual r to BF16.
@@ -173,7 +173,8 @@ def _residual_ratio(normal: bool) -> tuple[list, z3.BoolRef]:
 
 @theorem("amla.compensation.residual_ratio", quick=False)
 def prove_amla_compensation_residual_ratio() -> ProofResult:
-    # c29bc10: Cast(nTmp_KvT, nTmp, CAST_ROUND); Cast(nUpdateTmp2, nTmp_KvT, CAST_NONE); Div(tmpCofUb, nTmp, nUpdateTmp2)
+    # c29bc10: Cast(nTmp_KvT, nTmp, CAST_ROUND); Cast(nUpdateTmp2, nTmp_KvT, CAST_NONE);
+    #          Div(tmpCofUb, nTmp, nUpdateTmp2)
     pre, claim = _residual_ratio(normal=True)
     return prove("amla.compensation.residual_ratio", claim, pre,
                  statement="r positive normal FP32 below 2^127, r^ = round_away_bf16(r): |r - r^| <= 2^-8 r^, so "
@@ -190,7 +191,7 @@ def prove_amla_compensation_residual_ratio_control() -> ProofResult:
 
 
 def ratio_range(c_err: float) -> tuple[float, float]:
-    """Return [fl(lo), fl(hi)] for the exact c_prev / c over c_prev, c in [1 - c_err, 1 + c_err] (rounding is monotone)."""
+    """Return [fl(lo), fl(hi)] of the exact c_prev / c for c_prev, c in [1 - c_err, 1 + c_err] (rounding is monotone)."""
     lo, hi = Fraction(1) - Fraction(c_err), Fraction(1) + Fraction(c_err)
     return round_exact(lo / hi, Format.FP32), round_exact(hi / lo, Format.FP32)
 

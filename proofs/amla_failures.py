@@ -40,7 +40,8 @@ import numpy as np
 import z3
 
 from attnspec.proofs._core import F32, ProofResult, prove, theorem
-from attnspec.proofs.amla_identity import Word, exp_add, in_range, int_add, model_word, replay_identity, scaled_rne, word
+from attnspec.proofs.amla_identity import (Word, exp_add, in_range, int_add, model_word, replay_identity, scaled_rne,
+                                           word)
 from attnspec.spec.amla import N_MAX, N_MIN, int32_add
 
 GUARD = z3.FPVal(1e10, F32)  # c29bc10 DealBmm2ResBaseBlock: CompareScalar(|O|, 1e10, LE)

@@ -106,7 +106,8 @@ def replay_identity(x: Word, n: z3.BitVecRef):
         same = (got == want) & (np.signbit(got) == np.signbit(want)) | (np.isnan(got) & np.isnan(want))
         if bool(same[0]) or bool(exponent_add_domain(value, shift)[0]):
             raise AssertionError(f"x=0x{bits:08x}, n={shift}: no counterexample in numpy ({got[0]} vs {want[0]})")
-        return f"replayed in numpy: x=0x{bits:08x}, n={shift}: trick gives {float(got[0])!r}, fl(x*2^n) = {float(want[0])!r}"
+        return (f"replayed in numpy: x=0x{bits:08x}, n={shift}: trick gives {float(got[0])!r}, "
+                f"fl(x*2^n) = {float(want[0])!r}")
 
     return confirm
 

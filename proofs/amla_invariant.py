@@ -1,4 +1,4 @@
-"""T4: in exact arithmetic the ``ideal`` AMLA keeps O_i = (2^{n_i} / c_i) sum_{j<=i} exp(S_j) V_j, and outputs softmax attention.
+"""T4: in exact arithmetic ideal AMLA keeps O_i = (2^{n_i} / c_i) sum_{j<=i} exp(S_j) V_j and outputs softmax attention.
 
 Claim (``spec/amla.py``, variant ``ideal``; AMLA §3.2-3.5): per row, with m_i the running max,
 n_i any integer, r_i = exp(m_i + n_i ln 2) = e^{m_i} 2^{n_i}, r^_i any positive number (the
@@ -67,7 +67,8 @@ def step_part(keys: int, rescale: str = "ideal") -> tuple[str, z3.BoolRef, list[
     for d in range(WIDTH):
         fresh = sum(p * r_hat * v[d] for p, v in zip(ps, vs))  # P~ V with P~ = P r^
         if rescale == "clamped":  # O <- O max(2^dn, 2^-30) c_{i-1}/c_i
-            defs.append(O1[d] * factor_den == O[d] * z3.If(W1 * 2**30 >= W, factor_num, W * c / 2**30) + fresh * factor_den)
+            clamped = z3.If(W1 * 2**30 >= W, factor_num, W * c / 2**30)
+            defs.append(O1[d] * factor_den == O[d] * clamped + fresh * factor_den)
         else:
             defs.append(O1[d] * factor_den == O[d] * factor_num + fresh * factor_den)
     Z1 = Z + sum(es)

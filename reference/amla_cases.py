@@ -44,10 +44,10 @@ from typing import Iterator
 import numpy as np
 
 from attnspec.reference.oracle import oracle_from_problem
-from attnspec.spec.amla import POLICY_AMLA, amla_from_problem, decode_problem
+from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
 from attnspec.spec.errors import ConventionError, require
 from attnspec.spec.formats import Format, round_to
-from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig
+from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig, decode_problem
 from attnspec.spec.problem import AttentionProblem
 
 LEVELS = ("quick", "full")
@@ -185,7 +185,8 @@ def expected_of(case: AmlaCase) -> dict[str, np.ndarray]:
 
 def lost_elements(expected: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
     """Return the indices where the shipped kernel outputs 0 and the exact output is not 0."""
-    return [tuple(int(i) for i in idx) for idx in np.argwhere((expected["out_amla_cann"] == 0) & (expected["out"] != 0))]
+    lost = (expected["out_amla_cann"] == 0) & (expected["out"] != 0)
+    return [tuple(int(i) for i in idx) for idx in np.argwhere(lost)]
 
 
 def amla_cases(level: str = "quick") -> Iterator[tuple[str, dict, dict, dict]]:

@@ -55,12 +55,11 @@ from attnspec.reference.amla_cases import expected_of, random_mtp, zero_hole, ze
 from attnspec.reference.bounds import attention_error_bound
 from attnspec.reference.oracle import oracle_from_problem
 from attnspec.registry import Outcome, check, tool
-from attnspec.spec.amla import (BLOCK_K, POLICY_AMLA, VARIANTS, amla_finalize, amla_from_problem, amla_state,
-                                decode_problem, no_keys)
+from attnspec.spec.amla import BLOCK_K, POLICY_AMLA, VARIANTS, amla_finalize, amla_from_problem, amla_state, no_keys
 from attnspec.spec.attention import POLICY_FP64
 from attnspec.spec.flash import flash_finalize, flash_from_problem, flash_state
 from attnspec.spec.formats import Format, get_format, round_to, ulp
-from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig
+from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig, decode_problem
 from attnspec.spec.policy import PrecisionPolicy
 from attnspec.spec.problem import AttentionProblem
 
@@ -96,7 +95,8 @@ def error_rule(out: np.ndarray, baseline: np.ndarray, gold: np.ndarray, fmt: For
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(err == 0, 0.0, err / tol)
     fails = ~(err <= tol)
-    return RuleResult(ok=not bool(np.any(fails)), err=float(err.max(initial=0.0)), baseline_err=float(base.max(initial=0.0)),
+    return RuleResult(ok=not bool(np.any(fails)), err=float(err.max(initial=0.0)),
+                      baseline_err=float(base.max(initial=0.0)),
                       worst_ratio=float(ratio.max(initial=0.0)), failing_rows=int(fails.sum()))
 
 
@@ -178,7 +178,7 @@ FAMILIES = {
 
 
 def report_inputs(seed: int, quick: bool) -> list[ReportInput]:
-    """Return the report's inputs: every family at several shapes (s_q 1..4, heads 16..128, lengths not multiples of 512)."""
+    """Return the report's inputs: every family at several shapes (s_q 1..4, 16..128 heads, lengths not k * 512)."""
     if quick:
         shapes = [(16, 1, 700), (16, 2, 1100)]
     else:
@@ -236,7 +236,8 @@ def run_report(seed: int, quick: bool, inputs: list[ReportInput] | None = None) 
             "seed": seed, "quick": quick, "policy": policy.name, "entries": entries, "failures": failures}
 
 
-def _print_table(report: dict) -> None:
+def print_table(report: dict) -> None:
+    """Print the report as two tables (max abs error with the rule; pre-cast Frobenius error) and its failures."""
     columns = [BASELINE] + list(VARIANTS)
     print(f"rule: {report['rule']}   (cells: max |out - gold| over rows; * = rule fails)")
     print(f"{'input':<34} {'dom':>3} " + " ".join(f"{c:>15}" for c in columns))
@@ -251,7 +252,8 @@ def _print_table(report: dict) -> None:
     for e in report["entries"]:
         print(f"{e['input']:<34} {'':>3} " + " ".join(f"{e['results'][c]['rel_fro_fp32']:>14.3e} " for c in columns))
     inside = [f for f in report["failures"] if f["in_domain"]]
-    print(f"\n{len(report['failures'])} (input, variant) pairs fail the rule; {len(inside)} of them inside AMLA's domain")
+    print(f"\n{len(report['failures'])} (input, variant) pairs fail the rule; "
+          f"{len(inside)} of them inside AMLA's domain")
     for f in report["failures"]:
         print(f"  {f['input']} {f['variant']}: worst row at {f['worst_ratio']:.3g} x its tolerance"
               f"{'' if f['in_domain'] else ' (outside the domain: expected)'}")
@@ -270,7 +272,7 @@ def main(argv: list[str]) -> int:
         json.dump(report, sys.stdout, indent=1)
         print()
     else:
-        _print_table(report)
+        print_table(report)
     return int(any(f["in_domain"] and f["variant"] == "cann" for f in report["failures"]))
 
 

@@ -96,10 +96,9 @@ from .attention import logits
 from .errors import ConventionError, DomainError, FormatError, ShapeError, require
 from .formats import (Format, exponent_field, fp32_as_int32, int32_as_fp32, is_representable, require_representable,
                       round_to)
-from .mla import DEEPSEEK_V3, DecodeResult, MLAConfig
-from .paged import gather_paged
+from .mla import DEEPSEEK_V3, DecodeResult, MLAConfig, decode_problem
 from .policy import PrecisionPolicy
-from .problem import AttentionProblem, attention_problem
+from .problem import AttentionProblem
 
 VARIANTS = ("cann", "exact_residual", "no_compensation", "ideal")
 BIT_TRICK_VARIANTS = ("cann", "exact_residual", "no_compensation")
@@ -277,7 +276,8 @@ def block_logits(block: AttentionProblem, valid: np.ndarray, policy: PrecisionPo
     bad = admitted & ~np.isfinite(s)
     if np.any(bad):
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DomainError(f"q, k: expected scaled logits finite in FP32, got {s[idx]!r} at (b, h, i, j_in_block) = {idx}")
+        raise DomainError(f"q, k: expected scaled logits finite in FP32, got {s[idx]!r} "
+                          f"at (b, h, i, j_in_block) = {idx}")
     key_valid = valid[:, None, None, :]  # (B, 1, 1, w)
     return np.where(admitted, s, np.where(key_valid, constants.mask_fill, -np.inf))  # c29bc10 AttentionMaskCompute
 
@@ -362,7 +362,7 @@ def amla_finalize(state: AmlaState, empty: np.ndarray, variant: str, policy: Pre
 # ----------------------------------------------------------------------------------------------
 
 def check_policy(policy: PrecisionPolicy, variant: str) -> None:
-    """Raise unless ``policy`` is one the kernel has: BF16/FP16 inputs, FP32 accumulator and vector unit, BF16/FP16/FP32 out."""
+    """Raise unless ``policy`` is a kernel policy: BF16/FP16 in, FP32 accumulator and vector unit, BF16/FP16/FP32 out."""
     require(variant in VARIANTS, ConventionError, f"variant: expected one of {VARIANTS}, got {variant!r}")
     require(policy.matmul_input in (Format.BF16, Format.FP16), FormatError,
             f"policy.matmul_input: expected bf16 or fp16 (the kernel's KV_T), got {policy.matmul_input}")
@@ -372,7 +372,8 @@ def check_policy(policy: PrecisionPolicy, variant: str) -> None:
     require(policy.softmax is Format.FP32, FormatError,
             f"policy.softmax: expected fp32 (the Vector core's T = float), got {policy.softmax}")
     require(policy.accumulate is Format.FP32 or variant == "ideal", FormatError,
-            f"policy.accumulate: expected fp32 (variant {variant!r} adds to the FP32 bits of O), got {policy.accumulate}")
+            f"policy.accumulate: expected fp32 (variant {variant!r} adds to the FP32 bits of O), "
+            f"got {policy.accumulate}")
 
 
 def amla_state(problem: AttentionProblem, variant: str = "cann", policy: PrecisionPolicy = POLICY_AMLA,
@@ -408,46 +409,17 @@ def amla_from_problem(problem: AttentionProblem, variant: str = "cann", policy: 
     return out, lse
 
 
-def decode_problem(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: float | None = None,
-                   causal: bool = False, config: MLAConfig = DEEPSEEK_V3, empty_lse: float = -np.inf) -> AttentionProblem:
-    """Return the MQA problem of the kernel view: q (B, s_q, h_q, 576), V = the first 512 channels of the cache.
-
-    Inputs as in :func:`spec.mla.mla_decode`: a paged cache (num_blocks, page, h_kv, 576)
-    with ``block_table`` (B, max_blocks) and ``cache_seqlens`` (B,), or a dense cache
-    (B, S, h_kv, 576) with optional ``cache_seqlens``.
-    """
-    width, dv = config.latent_dim, config.kv_lora_rank
-    q = np.asarray(q)
-    require(q.ndim == 4 and q.shape[3] == width, ShapeError,
-            f"q: expected (B, s_q, h_q, kv_lora_rank + qk_rope_head_dim = {width}), got shape {q.shape}")
-    cache = np.asarray(kv_cache)
-    layout = "(num_blocks, page, h_kv" if block_table is not None else "(B, S, h_kv"
-    require(cache.ndim == 4 and cache.shape[3] == width, ShapeError,
-            f"kv_cache: expected {layout}, {width}), got shape {cache.shape}")
-    batch = q.shape[0]
-    if block_table is None:  # a dense cache is a paged one with one page per sequence
-        require(cache.shape[0] == batch, ShapeError, f"kv_cache: expected batch {batch} (from q), got {cache.shape[0]}")
-        lengths = np.full(batch, cache.shape[1]) if cache_seqlens is None else cache_seqlens
-        block_table = np.arange(batch)[:, None]
-    else:
-        require(cache_seqlens is not None, ShapeError, "cache_seqlens: expected (B,) lengths with a block_table, got None")
-        lengths = cache_seqlens
-    k, lengths = gather_paged(cache, block_table, lengths)  # (B, h_kv, S_max, 576)
-    return attention_problem(np.swapaxes(q, 1, 2), k, k[..., :dv],  # q (B, h_q, s_q, 576)
-                             scale=config.softmax_scale if scale is None else scale, causal=causal,
-                             causal_alignment="bottom_right", kv_seqlens=lengths, empty_lse=empty_lse)
-
-
 def amla_decode(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: float | None = None,
                 causal: bool = False, config: MLAConfig = DEEPSEEK_V3, variant: str = "cann",
                 policy: PrecisionPolicy = POLICY_AMLA, block_k: int = BLOCK_K, strict: bool = False,
                 empty_lse: float = -np.inf, constants: AmlaConstants = CANN) -> DecodeResult:
     """Return AMLA's out (B, s_q, h_q, 512) and LSE (B, h_q, s_q) for the MLA kernel view.
 
-    Inputs as in :func:`spec.mla.mla_decode`. NaN or Inf in the valid part of q or the cache
-    raises DomainError (slots beyond a sequence are never read); so does a scaled logit that
-    overflows FP32. ``strict=True`` raises FormatError unless q and the cache already hold
-    values of ``policy.matmul_input`` (otherwise they are rounded to it, ties to even).
+    Inputs as in :func:`spec.mla.mla_decode`, validated by :func:`spec.mla.decode_problem`. NaN or
+    Inf in the valid part of q or the cache raises DomainError (slots beyond a sequence are never
+    read); so does a scaled logit that overflows FP32. ``strict=True`` raises FormatError unless q
+    and the cache already hold values of ``policy.matmul_input`` (otherwise they are rounded to
+    it, ties to even).
     """
     problem = decode_problem(q, kv_cache, block_table=block_table, cache_seqlens=cache_seqlens, scale=scale,
                              causal=causal, config=config, empty_lse=empty_lse)

@@ -49,7 +49,7 @@ def exp32(x: np.ndarray) -> np.ndarray:
 
 
 def kernel_rows(q: np.ndarray, k: np.ndarray, scale: float, limits: np.ndarray, block: int, variant: str) -> np.ndarray:
-    """Return the output rows (M, Dv) of one task: q (M, W), k (L, W) with V = k[:, :Dv], key j admitted iff j < limits[row]."""
+    """Return the rows (M, Dv) of one task: q (M, W), k (L, W), V = k[:, :Dv]; key j admitted iff j < limits[row]."""
     dv = NARROW.kv_lora_rank
     rows, length = q.shape[0], k.shape[0]
     m, l = np.full(rows, F(-2e38)), np.zeros(rows, F)  # SOFTMAX_MIN_NUM, FLOAT_ZERO
@@ -141,7 +141,8 @@ def kernel_cases(draw):
     if draw(st.booleans()):  # the max jumps at a block boundary
         kv[:, 8 * (keys // 16):, 0, -1] += draw(st.sampled_from([5.0, 30.0, 100.0]))
     lengths = np.array(draw(st.lists(st.integers(min_value=0, max_value=keys), min_size=batch, max_size=batch)))
-    return {"q": bf16_ties_even(q.astype(F)).astype(np.float64), "kv": bf16_ties_even(kv.astype(F)).astype(np.float64), "lengths": lengths, "scale": 0.5, "causal": draw(st.booleans()),
+    return {"q": bf16_ties_even(q.astype(F)).astype(np.float64), "kv": bf16_ties_even(kv.astype(F)).astype(np.float64),
+            "lengths": lengths, "scale": 0.5, "causal": draw(st.booleans()),
             "block": 8}
 
 

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from attnspec.reference.amla_cases import NARROW
 from attnspec.reference.amla_report import error_rule
 from attnspec.reference.oracle import oracle_from_problem
-from attnspec.spec.amla import (CANN, POLICY_AMLA, AmlaConstants, amla_from_problem, decode_problem, int32_add,
+from attnspec.spec.amla import (CANN, POLICY_AMLA, AmlaConstants, amla_from_problem, int32_add,
                                 nupdate, rescale_exponent, residual, round_half_away)
 from attnspec.spec.attention import POLICY_FP64, softmax_attention
 from attnspec.spec.flash import flash_from_problem
 from attnspec.spec.formats import Format, from_bits, round_to
+from attnspec.spec.mla import decode_problem
 
 BLOCK = 8
 IN_DOMAIN = ("random", "growing", "jumps")

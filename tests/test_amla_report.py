@@ -1,4 +1,4 @@
-"""Tests of reference/amla_cases.py and reference/amla_report.py: the named cases, the rule's own checker, the report."""
+"""Tests of reference/amla_cases.py and reference/amla_report.py: named cases, the rule's own checker, the report."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from attnspec.reference.amla_report import (FAMILIES, ReportInput, blas_policy, 
                                             check_amla_vector_zero_hole, check_amla_vector_zero_hole_escape, error_rule,
                                             run_report)
 from attnspec.registry import all_checks
-from attnspec.spec.amla import POLICY_AMLA, amla_finalize, amla_from_problem, amla_state, decode_problem, no_keys
+from attnspec.spec.amla import POLICY_AMLA, amla_finalize, amla_from_problem, amla_state, no_keys
 from attnspec.spec.errors import ConventionError
 from attnspec.spec.formats import Format, round_to, ulp
+from attnspec.spec.mla import decode_problem
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,14 +15,14 @@ from attnspec.reference.amla_report import blas_policy, error_rule
 from attnspec.reference.bounds import attention_error_bound
 from attnspec.spec import amla
 from attnspec.spec.amla import (CANN, N_MAX, N_MIN, POLICY_AMLA, POLICY_AMLA_FP16, VARIANTS, AmlaConstants,
-                                amla_decode, amla_from_problem, amla_state, decode_problem, exponent_add,
+                                amla_decode, amla_from_problem, amla_state, exponent_add,
                                 exponent_add_domain, int32_add, nupdate, rescale_exponent, rescale_safe_domain,
                                 residual, round_half_away, round_half_away_int)
 from attnspec.spec.attention import POLICY_FP64, softmax_attention
 from attnspec.spec.errors import ConventionError, DomainError, FormatError, ShapeError
 from attnspec.spec.flash import flash_from_problem
 from attnspec.spec.formats import Format, from_bits, round_exact, round_to
-from attnspec.spec.mla import DEEPSEEK_V3
+from attnspec.spec.mla import DEEPSEEK_V3, decode_problem
 from attnspec.spec.policy import PrecisionPolicy
 
 FP32 = Format.FP32
@@ -55,7 +55,8 @@ def round_away_exact(x: float, fmt: Format) -> float:
     gap = abs(Fraction(x) - Fraction(down))
     # the other neighbour is 2x - down when x is a midpoint: check with exact arithmetic
     mirror = 2 * Fraction(x) - Fraction(down)
-    if abs(Fraction(x) - mirror) == gap and round_exact(mirror, fmt) == float(mirror) and abs(mirror) > abs(Fraction(down)):
+    representable = round_exact(mirror, fmt) == float(mirror)
+    if abs(Fraction(x) - mirror) == gap and representable and abs(mirror) > abs(Fraction(down)):
         return float(mirror)
     return down
 
@@ -267,7 +268,8 @@ def _with(arr_name, index, value):
     (_with("kv_cache", (0, 4, 0, 0), np.inf), DomainError, "k: expected finite values"),
     (_with("q", (0, 0, 0, 0), 1.0 + 2**-12), FormatError, "q: expected values exactly representable in bf16"),
     ({"q": np.zeros((1, 1, 2, 7))}, ShapeError, "q: expected (B, s_q, h_q, kv_lora_rank + qk_rope_head_dim = 6)"),
-    ({"kv_cache": np.zeros((1, 9, 1, 5))}, ShapeError, "kv_cache: expected (B, S, h_kv, 6)"),
+    ({"kv_cache": np.zeros((1, 9, 1, 5))}, ShapeError,
+     "kv_cache: expected (B, S, h_kv, kv_lora_rank + qk_rope_head_dim = 6)"),
     ({"variant": "fast"}, ConventionError, "variant: expected one of"),
     ({"block_k": 0}, ShapeError, "block_k: expected a positive int"),
     ({"policy": PrecisionPolicy.uniform(Format.FP32)}, FormatError, "policy.matmul_input: expected bf16 or fp16"),
