@@ -12,13 +12,18 @@ solver's status, the solver time and, where Z3 found one, the counterexample.
 - ``unknown`` (including a timeout) is never a pass, whatever was expected.
 
 Solver: z3-solver 5.4.1.0, pinned in pyproject.toml. Every call gets a timeout (default
-30 s) and a fixed random seed, so a run is repeatable. Quirks relied on: ``fpToIEEEBV``
+30 s, or the theorem's own ``timeout_s``) and a fixed random seed, so a run is repeatable.
+``$ATTNSPEC_PROOF_TIMEOUT_S`` (seconds, at least 0.001), when set, replaces every theorem's
+timeout: raise it on a slow machine, lower it to see what gives up first. A bad value is a
+DomainError (``attnspec prove`` exits 2); the solver is never run without a timeout. Quirks relied on: ``fpToIEEEBV``
 knows one NaN encoding only (Z3 docs), so theorems about bit patterns state NaN cases
 through ``fpIsNaN`` rather than through bits.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal
@@ -26,8 +31,11 @@ from typing import Callable, Iterable, Literal
 import z3
 
 from attnspec.registry import Outcome, check
+from attnspec.spec.errors import DomainError, require
 
 DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "ATTNSPEC_PROOF_TIMEOUT_S"
+MIN_TIMEOUT_S = 0.001  # z3 counts in whole milliseconds, and 0 ms would mean "no timeout"
 RANDOM_SEED = 0
 
 # Named sorts, used by the bit-precise theorems.
@@ -82,8 +90,9 @@ def prove(name: str, claim: z3.BoolRef, assumptions: Iterable[z3.BoolRef] = (), 
     how the counterexample was checked independently (e.g. by evaluating it with mpmath);
     it must raise if the model is not a genuine counterexample.
     """
+    timeout_s = solver_timeout(timeout_s)
     s = solver if solver is not None else z3.Solver()
-    s.set("timeout", int(timeout_s * 1000))
+    s.set("timeout", round(timeout_s * 1000))
     s.set("random_seed", RANDOM_SEED)
     for a in assumptions:
         s.add(a)
@@ -100,6 +109,23 @@ def prove(name: str, claim: z3.BoolRef, assumptions: Iterable[z3.BoolRef] = (), 
         note = confirm(model) if confirm is not None else ""
         return ProofResult(name, statement, expect, "refuted", seconds, counterexample=cex, note=note)
     return ProofResult(name, statement, expect, "unknown", seconds, reason=s.reason_unknown())
+
+
+def solver_timeout(timeout_s: float) -> float:
+    """Return the timeout in seconds a solver call gets: ``$ATTNSPEC_PROOF_TIMEOUT_S`` when set, else ``timeout_s``."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is not None:
+        try:
+            timeout_s = float(raw)
+        except ValueError:
+            raise DomainError(f"{TIMEOUT_ENV}: expected a number of seconds >= {MIN_TIMEOUT_S}, got {raw!r}") from None
+    name = TIMEOUT_ENV if raw is not None else "timeout_s"
+    require(isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s >= MIN_TIMEOUT_S,
+            DomainError, f"{name}: expected a finite number of seconds >= {MIN_TIMEOUT_S}, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+solver_timeout(DEFAULT_TIMEOUT_S)  # a bad $ATTNSPEC_PROOF_TIMEOUT_S fails at import: the CLI exits 2 with the message
 
 
 def _show(value: z3.ExprRef) -> str:
