@@ -123,11 +123,16 @@ def gantt(shape: MlaShape, path: str, tasks: int, machine: AscendPackage = ASCEN
                 lane = 1 if iv.op.unit == "cube" else 0
                 ax.broken_barh([(iv.start * 1e6, (iv.end - iv.start) * 1e6)], (lane - 0.4, 0.8),
                                facecolors=STAGE_COLOURS[iv.op.stage], edgecolor="white", linewidth=0.5)
-                ax.text((iv.start + iv.end) / 2 * 1e6, lane, f"{iv.op.stage}({iv.op.task})", ha="center", va="center",
-                        fontsize=6, color="white")
+                if iv.end - iv.start > 0.03 * trace.makespan:  # label only the bars the text fits in
+                    ax.text((iv.start + iv.end) / 2 * 1e6, lane, f"{iv.op.stage}({iv.op.task})", ha="center",
+                            va="center", fontsize=6, color="white")
         ax.set_yticks([0, 1], ["Vector", "Cube"])
         ax.set_title(f"{title}: {trace.makespan * 1e6:.0f} us, Cube busy {trace.utilisation('cube'):.0%}", fontsize=9)
     axes[-1].set_xlabel("time (us)")
+    names = {"C1": "C1 = Q K^T", "C2": "C2 = P~ V", "V1": "V1 softmax", "NU": "nUpdate (AMLA)", "V2": "V2"}
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in STAGE_COLOURS.values()]
+    fig.legend(handles, [names[k] for k in STAGE_COLOURS], loc="lower center", ncol=5, fontsize=8,
+               bbox_to_anchor=(0.5, -0.04))
     fig.suptitle(f"MLA decode, {shape.row_groups[0]} rows x 512 tokens per task, {tasks} tasks, "
                  f"{die.clock_hz / 1e9:.3g} GHz", fontsize=10)
     save_png(fig, path)
