@@ -156,14 +156,14 @@ def _mla_kernel(name: str, *, scale_override: float | None = None, read_whole_pa
     return Kernel(fn=fn, name=name, signature="mla", accepts=frozenset({"scale", "causal"}), empty_lse=np.inf)
 
 
-def _amla_kernel(name: str, constants=CANN) -> Kernel:
-    """Return an mla-signature kernel on spec.amla.amla_decode (the shipped ``cann`` kernel)."""
+def amla_kernel(name: str, constants=CANN, block_k: int = 512) -> Kernel:
+    """Return an mla-signature kernel on spec.amla.amla_decode (the shipped ``cann`` kernel, ``block_k`` keys a block)."""
     def fn(q, k_cache, block_table, cache_seqlens, *, head_dim_v, softmax_scale, causal):
         fmt = _fmt(q)
         config = MLAConfig(kv_lora_rank=head_dim_v, qk_rope_head_dim=q.shape[-1] - head_dim_v)
         r = amla_decode(q, k_cache, block_table=block_table, cache_seqlens=cache_seqlens, scale=softmax_scale,
                         causal=causal, config=config, policy=POLICY_AMLA if fmt is Format.BF16 else POLICY_AMLA_FP16,
-                        empty_lse=np.inf, constants=constants)
+                        block_k=block_k, empty_lse=np.inf, constants=constants)
         return r.out, r.lse
 
     return Kernel(fn=fn, name=name, signature="mla", accepts=frozenset({"scale", "causal"}), empty_lse=np.inf,
@@ -214,7 +214,7 @@ CORRECT: dict[str, Entry] = {
     "spec_flash_fa_signature": Entry(_flash_signature("spec_flash(fa-signature)", "bottom_right"), "flash", ALL,
                                      "FlashAttention-2 behind flash_attn_func's signature"),
     "spec_mla": Entry(_mla_kernel("spec_mla"), "mla", ALL, "spec.mla.mla_decode, FlashAttention with 64-key pages"),
-    "spec_amla": Entry(_amla_kernel("spec_amla"), "amla", ("bf16", "fp16"), "spec.amla's shipped (cann) kernel"),
+    "spec_amla": Entry(amla_kernel("spec_amla"), "amla", ("bf16", "fp16"), "spec.amla's shipped (cann) kernel"),
     "spec_pasa": Entry(_pasa_kernel("spec_pasa"), "pasa", ("fp16",), "spec.pasa (beta = 0.9375), all FP16"),
 }
 
@@ -279,6 +279,6 @@ MUTANTS: dict[str, Entry] = {
                                     "reads the NaN-poisoned slots of each sequence's last page"),
     "mla_ignores_softmax_scale": Entry(_mla_kernel("mla_ignores_softmax_scale", scale_override=576 ** -0.5), "mla",
                                        ALL, "uses FlashMLA's default 1/sqrt(576) whatever softmax_scale says"),
-    "amla_without_zero_guard": Entry(_amla_kernel("amla_without_zero_guard", replace(CANN, guard=None)), "amla",
+    "amla_without_zero_guard": Entry(amla_kernel("amla_without_zero_guard", replace(CANN, guard=None)), "amla",
                                      ("bf16", "fp16"), "AMLA without the |O| > 1e10 -> 0 guard"),
 }

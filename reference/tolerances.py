@@ -59,9 +59,12 @@ The FlashMLA comparator (``rule="flashmla"``; deepseek-ai/FlashMLA @ 9241ae3
     carries them to any format F with eps = 2**(1-p):
     rel = 2.01 eps (two ulps; exactly FlashMLA's 2.01/128 for BF16); cos = eps**2 / 12
     (the variance of a uniform rounding error of one ulp relative to the value's binade,
-    5.09e-6 for BF16, which FlashMLA rounds to 5e-6); abs = 0.1024 eps max|V| (FlashMLA's V
-    is clamped to [-1, 1], and 8e-4 = 0.1024 eps_BF16). The LSE values stay FlashMLA's,
-    since its LSE is FP32 for every input format.
+    5.09e-6 for BF16, which FlashMLA rounds to 5e-6); abs = eps max|V|: P rounded to F before
+    P V adds at most u sum_j p_j |v_j| <= u max|V| and the output rounding u |O| <= u max|V|
+    (u = eps/2). FlashMLA's 8e-4 = 0.1 eps_BF16 max|V| with its V clamped to [-1, 1] relies
+    on randn/10 data, whose |v| is ~10x below the clamp; on cases with few keys and |V| near
+    its maximum it rejects correct kernels (seen: 2.6e-3 error, 1.6e-3 allowed). The LSE
+    values stay FlashMLA's, since its LSE is FP32 for every input format.
 
 Every verdict's message has the house format ``max_err=..., but should be <= ... [where]``.
 """
@@ -246,8 +249,7 @@ class FlashMLAComparator:
     def for_output(cls, fmt: "Format | str", v_max: float) -> "FlashMLAComparator":
         """Return FlashMLA's output tolerances carried to ``fmt`` and a V of largest magnitude ``v_max``."""
         eps = get_format(fmt).info.epsilon
-        return cls(abs_tol=0.1024 * eps * max(float(v_max), np.finfo(float).tiny), rel_tol=2.01 * eps,
-                   cos_diff_tol=eps * eps / 12)
+        return cls(abs_tol=eps * max(float(v_max), np.finfo(float).tiny), rel_tol=2.01 * eps, cos_diff_tol=eps * eps / 12)
 
     @classmethod
     def for_lse(cls) -> "FlashMLAComparator":
