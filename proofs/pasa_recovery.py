@@ -30,7 +30,7 @@ exact-rational property tests in ``tests/test_pasa_recovery.py``. Theorems:
 - ``pasa.recovery.fixed_point_closed_form``: f/(1 + f) = 1 - (a - n b)/c (spec/pasa_beta.py).
 - ``pasa.recovery.fixed_point_residual``: with the stored M~ = a I - b J and gamma = f,
   S' + gamma r' 1^T = c S + (a - c)(S - r 1^T): no error proportional to the block mean.
-Negative controls (counterexamples): the mean over the admitted keys only; no re-basing by
+Negative controls (counterexamples): gamma = beta in the inverse; the mean over the admitted keys only; no re-basing by
 delta; a stale reference in Delta; the normalisation with per-key factors; the closed form
 without the (c - a)/a term; the residual for a gamma that is not f.
 """
@@ -121,17 +121,30 @@ def _exponent_claim(name: str, statement: str, expect: str, **variant) -> ProofR
     return prove(name, claim, assumptions, statement=statement, expect=expect)
 
 
-@theorem("pasa.recovery.shift_inverse")
-def prove_pasa_recovery_shift_inverse() -> ProofResult:
-    """Return the proof that M^-1 = I + (gamma/n) 1 1^T for n = 3, symbolic beta (Sherman-Morrison)."""
+def _shift_inverse(gamma_is_ratio: bool) -> tuple[z3.BoolRef, list[z3.BoolRef]]:
     n = 3
     beta, gamma = z3.Reals("beta gamma")
     m = [[(1 if i == k else 0) - beta / n for k in range(n)] for i in range(n)]
     inv = [[(1 if i == k else 0) + gamma / n for k in range(n)] for i in range(n)]
     product = [[sum(m[i][t] * inv[t][k] for t in range(n)) for k in range(n)] for i in range(n)]
     claim = z3.And([product[i][k] == (1 if i == k else 0) for i in range(n) for k in range(n)])
-    return prove("pasa.recovery.shift_inverse", claim, [beta >= 0, beta < 1, gamma * (1 - beta) == beta],
+    return claim, [beta >= 0, beta < 1, gamma * (1 - beta) == beta if gamma_is_ratio else gamma == beta]
+
+
+@theorem("pasa.recovery.shift_inverse")
+def prove_pasa_recovery_shift_inverse() -> ProofResult:
+    """Return the proof that M^-1 = I + (gamma/n) 1 1^T for n = 3, symbolic beta (Sherman-Morrison)."""
+    claim, assumptions = _shift_inverse(True)
+    return prove("pasa.recovery.shift_inverse", claim, assumptions,
                  statement="(I - beta/n J)(I + gamma/n J) = I with gamma = beta/(1-beta), n = 3")
+
+
+@theorem("pasa.recovery.shift_inverse.control")
+def prove_pasa_recovery_control_shift_inverse() -> ProofResult:
+    """Return the counterexample for gamma = beta (adding back only what was subtracted)."""
+    claim, assumptions = _shift_inverse(False)
+    return prove("pasa.recovery.shift_inverse.control", claim, assumptions, expect="refuted",
+                 statement="gamma = beta does not invert the shift")
 
 
 @theorem("pasa.recovery.exponents")

@@ -36,8 +36,8 @@ U64 = 2.0 ** -53
 # 1. Exactness in binary64
 # ----------------------------------------------------------------------------------------------
 
-def fp64_bound(case: AttentionCase, config: PasaConfig) -> float:
-    """Return a bound on max |O_pasa - O| for PASA evaluated in binary64 (u = 2**-53).
+def fp64_budget(case: AttentionCase, config: PasaConfig) -> tuple[float, float, float]:
+    """Return (tau, S, max|v|) for PASA evaluated in binary64 (u = 2**-53): each weight is within e^{+-tau}.
 
     Write X = c d max|q| max|k| (c = |scale|): every true logit, shifted score, row mean and
     reference is at most S = (1 + beta) X in magnitude, and gamma = beta / (1 - beta).
@@ -51,25 +51,32 @@ def fp64_bound(case: AttentionCase, config: PasaConfig) -> float:
       roundings of Delta, of each delta, of each m + delta and of the exponent arguments
       (proofs/pasa_overflow.py telescoping_errors): at most (6 T + 10) of them, each
       <= u |operand| with operands <= 3 (1 + 2 gamma) S.
-    So each weight exp(e_t) carries a factor within e^{+-sigma} of the exact
-    exp(S_t - C), sigma = e_s + gamma e_r + (6 T + 10) u 3 (1 + 2 gamma) S, plus the roundings of
-    exp, of the sums (n + 2 T + 4) u. By the perturbed-weights lemma (reference/bounds.py),
-    |O^ - O| <= 2 eps/(1 - eps) max|v| with eps = e^{2 tau} - 1, plus 4 u max|v| for the final
-    O/l and the cast. Every term is doubled once for slack in the counting.
+    So each weight exp(e_t) is within a factor e^{+-sigma} of the exact exp(S_t - C),
+    sigma = e_s + gamma e_r + (6 T + 10) u 3 (1 + 2 gamma) S; the roundings of exp and of the
+    sums add (n + 2 T + 4) u. tau doubles the total once for slack in the counting.
     """
     problem = pasa_module.attention_problem(case.q, case.k, case.v, **case.conventions)
     n, dk = config.block_k, problem.q.shape[3]
     blocks = max(1, -(-problem.k.shape[2] // n))
-    beta = config.beta
-    gamma = beta / (1 - beta)
-    x = abs(problem.scale) * dk * max(np.max(np.abs(problem.q), initial=0), 1e-300) * np.max(np.abs(problem.k), initial=0)
-    s = (1 + beta) * x
+    gamma = config.beta / (1 - config.beta)
+    x = abs(problem.scale) * dk * np.max(np.abs(problem.q), initial=0) * np.max(np.abs(problem.k), initial=0)
+    s = (1 + config.beta) * x
     e_s = (n + dk + 4) * U64 * s
     e_r = e_s + (n + 2) * U64 * s
     sigma = e_s + gamma * e_r + (6 * blocks + 10) * U64 * 3 * (1 + 2 * gamma) * s
     tau = 2 * (sigma + (n + 2 * blocks + 4) * U64)
+    return tau, s, float(np.max(np.abs(problem.v), initial=0))
+
+
+def fp64_bound(case: AttentionCase, config: PasaConfig) -> float:
+    """Return the bound on max |O_pasa - O|: the perturbed-weights lemma of reference/bounds.py.
+
+    With every weight within e^{+-tau}, |O^ - O| <= 2 eps/(1 - eps) max|v|, eps = e^{2 tau} - 1,
+    plus 4 u max|v| for the final O/l and the cast.
+    """
+    tau, _, v_max = fp64_budget(case, config)
     eps = math.expm1(2 * tau)
-    return (2 * eps / (1 - eps) + 4 * U64) * float(np.max(np.abs(problem.v), initial=0))
+    return (2 * eps / (1 - eps) + 4 * U64) * v_max
 
 
 @st.composite
@@ -108,12 +115,16 @@ def test_mutant_gamma_is_caught(monkeypatch):
 
 
 def test_lse_diagnostic_is_the_logsumexp():
+    """LSE = m + gamma R + log l: the weights' budget tau, log's rounding, and u of each of three terms."""
     rng = np.random.default_rng(3)
-    q, k, v = rng.uniform(20, 40, (1, 2, 3, 8)), rng.uniform(20, 40, (1, 1, 37, 8)), rng.uniform(-1, 1, (1, 1, 37, 4))
-    got = pasa_attention(q, k, v, config=replace(PASA_ATTNSPEC, block_k=8), policy=POLICY_FP64)
-    want = attention(q, k, v)
-    # |LSE| ~ 1e3: m + gamma R + log l is three binary64 additions of terms <= (1 + 2 gamma) max|S| ~ 3e4
-    assert np.max(np.abs(got.lse - want.lse)) <= 64 * U64 * 31 * 3e4
+    case = AttentionCase(rng.uniform(20, 40, (1, 2, 3, 8)), rng.uniform(20, 40, (1, 1, 37, 8)),
+                         rng.uniform(-1, 1, (1, 1, 37, 4)))
+    config = replace(PASA_ATTNSPEC, block_k=8)
+    got = pasa_attention(case.q, case.k, case.v, config=config, policy=POLICY_FP64).lse
+    want = attention_oracle(case.q, case.k, case.v).lse
+    tau, s, _ = fp64_budget(case, config)
+    gamma = config.beta / (1 - config.beta)
+    assert np.max(np.abs(got - want)) <= 2 * tau + 4 * U64 * (3 * (1 + 2 * gamma) * s + gamma * s + math.log(37))
 
 
 # ----------------------------------------------------------------------------------------------
