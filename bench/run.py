@@ -1,0 +1,242 @@
+"""The performance benchmarks of issue 8, each a measured figure against its goal.
+
+    python bench/run.py                   # (a)-(e): one table of measured against goal
+    python bench/run.py --only a,b,c      # some of them ((d) and (e) take minutes)
+    python bench/run.py --scaling         # the certified oracle's time and memory against S_k
+    python bench/run.py --json FILE       # also write every row, with its data, as JSON
+
+(a) reference.certified vs plain numpy float64 attention, DeepSeek-V3 MLA decode shape
+    (B=1, 128 heads sharing one latent KV head, s_q=1, S_k=4096, Dk=576, Dv=512, BF16 values):
+    time ratio (goal <= 3x) for BF16 and for FP32 outputs, and peak memory against the inputs
+    plus outputs (goal <= 2x).
+(b) reference.certified vs the pure-mpmath oracle (reference.oracle) at a reduced shape:
+    speed-up (goal >= 100x), FP32 outputs.
+(c) spec FlashAttention, AMLA and PASA emulations vs the spec's dense attention under the same
+    precision policy (numpy, dense, same rounding points): time ratio (goal <= 5x).
+(d) ``attnspec prove`` (the whole proof suite), wall time (goal <= 60 s).
+(e) ``pytest`` under the ci hypothesis profile, wall time (goal <= 600 s).
+
+Every ratio is measured in one process with interleaved repeats (bench/_common.py). The goals
+are stated for 2 cores; the table's header records the cores and the load average seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import _common as common
+from attnspec.reference import certified
+from attnspec.reference.oracle import attention_oracle
+from attnspec.spec.attention import softmax_attention
+from attnspec.spec.formats import Format, round_to
+from attnspec.spec.problem import attention_problem
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEEPSEEK_SCALE = 192**-0.5  # DeepSeek-V3 MLA: softmax scale 1/sqrt(qk_nope + qk_rope) = 1/sqrt(128 + 64)
+
+
+def numpy_attention(q, k, v, scale):
+    """Return (O, LSE) by plain float64 numpy: the rows of a kv-head group share one GEMM, no checks."""
+    b, hq, sq, dk = q.shape
+    hkv = k.shape[1]
+    qg = q.reshape(b, hkv, hq // hkv * sq, dk)  # (B, Hkv, G*Sq, Dk)
+    s = qg @ np.swapaxes(k, -1, -2)  # (B, Hkv, G*Sq, Sk)
+    s *= scale
+    m = s.max(axis=-1, keepdims=True)
+    s -= m
+    p = np.exp(s, out=s)
+    l = p.sum(axis=-1, keepdims=True)
+    out = (p @ v) / l  # (B, Hkv, G*Sq, Dv)
+    return out.reshape(b, hq, sq, -1), (m + np.log(l)).reshape(b, hq, sq)
+
+
+def decode_inputs(sk: int = 4096, heads: int = 128, seed: int = 0):
+    """Return (q, k, v) of the MLA decode shape with BF16 values; V is the latent part of K, copied."""
+    rng = np.random.default_rng(seed)
+    q = round_to(rng.standard_normal((1, heads, 1, 576)), Format.BF16)
+    k = round_to(rng.standard_normal((1, 1, sk, 576)), Format.BF16)
+    return q, k, np.ascontiguousarray(k[..., :512])
+
+
+def bench_decode(repeat: int) -> list[common.Row]:
+    """(a): certified vs plain numpy on the decode shape: time for BF16 and FP32 outputs, and memory."""
+    q, k, v = decode_inputs()
+    scale = DEEPSEEK_SCALE
+    call = {f: (lambda f=f: certified.certified_attention(q, k, v, scale=scale, fmt=f)) for f in ("bf16", "fp32")}
+    times = common.interleaved({"numpy": lambda: numpy_attention(q, k, v, scale),
+                                "problem": lambda: attention_problem(q, k, v, scale=scale), **call}, repeat)
+    rows = []
+    for f in ("bf16", "fp32"):
+        result = call[f]()
+        note = (f"{1e3 * times[f]:.0f} ms vs {1e3 * times['numpy']:.0f} ms; attention_problem alone "
+                f"{times['problem'] / times['numpy']:.2f}x; {result.summary()}")
+        rows.append(common.Row("a", f"decode S_k=4096, {f} out: time vs numpy fp64", times[f] / times["numpy"], 3, "x",
+                               note=note, data={"seconds": times[f], "numpy_seconds": times["numpy"],
+                                                "problem_seconds": times["problem"], "refined_rows": result.refined_rows,
+                                                "fallback_out": result.fallback_out, "fallback_lse": result.fallback_lse}))
+    out, lse = numpy_attention(q, k, v, scale)
+    io = common.nbytes(q, k, v, out, lse)
+    inputs = common.nbytes(q, k, v)
+    peak = common.peak_bytes(call["bf16"])
+    problem_peak = common.peak_bytes(lambda: attention_problem(q, k, v, scale=scale))
+    numpy_peak = common.peak_bytes(lambda: numpy_attention(q, k, v, scale))
+    rows.append(common.Row("a", "decode S_k=4096: peak memory / (inputs + outputs)", (inputs + peak) / io, 2, "x",
+                           note=f"{(inputs + peak) / 2**20:.0f} MB incl. {inputs / 2**20:.0f} MB inputs; "
+                                f"attention_problem alone allocates {problem_peak / 2**20:.0f} MB; "
+                                f"numpy fp64 {(inputs + numpy_peak) / io:.2f}x",
+                           data={"inputs_bytes": inputs, "io_bytes": io, "call_peak_bytes": peak,
+                                 "problem_peak_bytes": problem_peak, "numpy_peak_bytes": numpy_peak}))
+    return rows
+
+
+def bench_mpmath() -> list[common.Row]:
+    """(b): certified vs the pure-mpmath oracle, FP32 outputs, at a shape the oracle does in under a minute."""
+    rng = np.random.default_rng(1)
+    shape = dict(b=1, hq=8, hkv=2, sq=4, sk=256, dk=64, dv=64)
+    q = round_to(rng.standard_normal((shape["b"], shape["hq"], shape["sq"], shape["dk"])), Format.FP32)
+    k = round_to(rng.standard_normal((shape["b"], shape["hkv"], shape["sk"], shape["dk"])), Format.FP32)
+    v = round_to(rng.standard_normal((shape["b"], shape["hkv"], shape["sk"], shape["dv"])), Format.FP32)
+    oracle_s, exact = common.wall(lambda: attention_oracle(q, k, v, causal=True).rounded(Format.FP32))
+    fast = common.interleaved({"certified": lambda: certified.certified_attention(q, k, v, causal=True, fmt="fp32")}, 5)
+    result = certified.certified_attention(q, k, v, causal=True, fmt="fp32")
+    agree = np.array_equal(result.out, exact[0]) and np.array_equal(result.lse, exact[1])
+    speedup = oracle_s / fast["certified"]
+    return [common.Row("b", "certified vs mpmath oracle, fp32 out: speed-up", speedup, 100, "x", higher_is_better=True,
+                       note=f"{shape}, causal; mpmath {oracle_s:.1f} s, certified {1e3 * fast['certified']:.1f} ms; "
+                            f"identical results: {agree}; {result.summary()}",
+                       data={"shape": shape, "oracle_seconds": oracle_s, "certified_seconds": fast["certified"],
+                             "identical": agree})]
+
+
+def _emulations():
+    """Return {name: (run(problem), policy)} for the spec emulations that exist in this checkout."""
+    from attnspec.spec.flash import POLICY_FP32, flash_from_problem
+
+    found = {"flash (fp32, block 128)": (lambda p: flash_from_problem(p, POLICY_FP32, block_k=128), POLICY_FP32)}
+    try:
+        from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
+        found["amla (cann, bf16/fp32)"] = (lambda p: amla_from_problem(p, "cann", POLICY_AMLA), POLICY_AMLA)
+    except ImportError as exc:
+        print(f"(c) skipped AMLA: {exc}", file=sys.stderr)
+    try:
+        from attnspec.spec.pasa import POLICY_PASA_FP16, pasa_from_problem
+        found["pasa (attnspec, fp16)"] = (lambda p: pasa_from_problem(p, policy=POLICY_PASA_FP16), POLICY_PASA_FP16)
+    except ImportError as exc:
+        print(f"(c) skipped PASA: {exc}", file=sys.stderr)
+    return found
+
+
+def bench_emulations(repeat: int) -> list[common.Row]:
+    """(c): each spec emulation against the spec's dense attention under the same policy."""
+    rng = np.random.default_rng(2)
+    shape = (1, 16, 4, 2048, 128)  # B, Hq (one kv head, as in MLA decode with s_q = 4), Sq, Sk, D
+    b, hq, sq, sk, d = shape
+    q = round_to(rng.standard_normal((b, hq, sq, d)), Format.FP16)
+    k = round_to(rng.standard_normal((b, 1, sk, d)), Format.FP16)
+    v = round_to(rng.standard_normal((b, 1, sk, d)), Format.FP16)
+    problem = attention_problem(q, k, v)
+    rows = []
+    for name, (run, policy) in _emulations().items():
+        times = common.interleaved({"dense": lambda: softmax_attention(problem, policy), "emulation": lambda: run(problem)},
+                                   repeat)
+        rows.append(common.Row("c", f"{name} vs dense, same policy", times["emulation"] / times["dense"], 5, "x",
+                               note=f"B,Hq,Sq,Sk,D={shape}; {1e3 * times['emulation']:.0f} ms vs "
+                                    f"{1e3 * times['dense']:.0f} ms ({policy.name})",
+                               data={"seconds": times["emulation"], "dense_seconds": times["dense"]}))
+    return rows
+
+
+def _timed_command(argv: list[str], env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    return time.perf_counter() - start, done
+
+
+def bench_proofs() -> list[common.Row]:
+    """(d): the whole proof suite, ``attnspec prove``, wall time."""
+    seconds, done = _timed_command([sys.executable, "-m", "attnspec", "prove"])
+    last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    return [common.Row("d", "attnspec prove: wall time", seconds if done.returncode == 0 else math.nan, 60, "s",
+                       note=f"exit {done.returncode}: {last}", data={"seconds": seconds, "exit": done.returncode})]
+
+
+def bench_tests() -> list[common.Row]:
+    """(e): the test suite under the ci hypothesis profile, wall time."""
+    seconds, done = _timed_command([sys.executable, "-m", "pytest", "-q"], {"ATTNSPEC_HYPOTHESIS_PROFILE": "ci"})
+    last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    return [common.Row("e", "pytest, ci profile: wall time", seconds if done.returncode == 0 else math.nan, 600, "s",
+                       note=f"exit {done.returncode}: {last}", data={"seconds": seconds, "exit": done.returncode})]
+
+
+def scaling(fmt: str, lengths: list[int], repeat: int) -> dict:
+    """Return time and peak memory of the certified oracle (and of numpy fp64) against S_k at the decode shape."""
+    points = []
+    for sk in lengths:
+        q, k, v = decode_inputs(sk)
+        call = lambda: certified.certified_attention(q, k, v, scale=DEEPSEEK_SCALE, fmt=fmt)  # noqa: E731
+        times = common.interleaved({"certified": call, "numpy": lambda: numpy_attention(q, k, v, DEEPSEEK_SCALE)},
+                                   repeat)
+        peak = common.peak_bytes(call)
+        points.append({"sk": sk, "seconds": times["certified"], "numpy_seconds": times["numpy"], "peak_bytes": peak,
+                       "inputs_bytes": common.nbytes(q, k, v)})
+        print(f"  S_k={sk:>6}: certified {1e3 * times['certified']:8.1f} ms  numpy {1e3 * times['numpy']:7.1f} ms  "
+              f"peak {peak / 2**20:7.1f} MB", file=sys.stderr, flush=True)
+    sks = [p["sk"] for p in points]
+    per_key = [p["seconds"] / p["sk"] for p in points]
+    leaves = next((p["sk"] for p, c in zip(points, per_key) if c > 1.5 * min(per_key)), None)
+    return {"fmt": fmt, "points": points,
+            "time_exponent": common.loglog_slope(sks, [p["seconds"] for p in points]),
+            "memory_exponent": common.loglog_slope(sks, [p["peak_bytes"] for p in points]),
+            "numpy_time_exponent": common.loglog_slope(sks, [p["numpy_seconds"] for p in points]),
+            "local_exponents": [common.loglog_slope(sks[i:i + 2], [p["seconds"] for p in points[i:i + 2]])
+                                for i in range(len(points) - 1)],
+            "leaves_linear_at": leaves}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated benchmarks to run (default: all)")
+    parser.add_argument("--repeat", type=int, default=7, help="interleaved repeats per timing (default 7)")
+    parser.add_argument("--scaling", action="store_true", help="measure time and memory against S_k instead")
+    parser.add_argument("--fmt", default="bf16", help="output format for --scaling (default bf16)")
+    parser.add_argument("--max-sk", type=int, default=65536, help="largest S_k for --scaling (default 65536)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    print(f"cores: {os.cpu_count()}, load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())}, "
+          f"numpy {np.__version__}", flush=True)
+    if args.scaling:
+        lengths = [2**i for i in range(10, int(math.log2(args.max_sk)) + 1)]
+        report = scaling(args.fmt, lengths, max(2, args.repeat // 2))
+        print(f"time ~ S_k^{report['time_exponent']:.2f} (numpy fp64: S_k^{report['numpy_time_exponent']:.2f}), "
+              f"peak memory ~ S_k^{report['memory_exponent']:.2f}; local time exponents "
+              f"{', '.join(f'{x:.2f}' for x in report['local_exponents'])}; time per key exceeds 1.5x its minimum "
+              f"at S_k = {report['leaves_linear_at'] or 'none measured'}")
+        if args.json:
+            common.write_json(args.json, {"scaling": report})
+        return 0
+    chosen = set(args.only.split(","))
+    unknown = chosen - set("abcde")
+    if unknown:
+        parser.error(f"--only: unknown benchmarks {sorted(unknown)}; expected letters from a-e")
+    runners = {"a": lambda: bench_decode(args.repeat), "b": bench_mpmath, "c": lambda: bench_emulations(args.repeat),
+               "d": bench_proofs, "e": bench_tests}
+    rows = []
+    for key in sorted(chosen):
+        print(f"running ({key}) ...", file=sys.stderr, flush=True)
+        rows.extend(runners[key]())
+    print(common.format_table(rows))
+    if args.json:
+        common.write_json(args.json, {"rows": common.rows_json(rows), "load_average": os.getloadavg()})
+    return 0 if all(r.status == "pass" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,815 @@
+"""A certified fast attention oracle: correctly rounded O and LSE at close to BLAS speed.
+
+This module is a *substitute* for :mod:`reference.oracle`, the mpmath oracle that defines the
+expected values. It computes the same exact quantities, the definition of :mod:`spec.attention`
+read as the oracle reads it (the scale is the exact real 1/sqrt(Dk) when it is left at its
+default, otherwise the exact value of the float given), but in float64, vectorised with
+numpy, with a rigorous error bound on every element. It returns
+
+- ``out_mid``, ``lse_mid``: float64 values, and ``out_rad``, ``lse_rad``: bounds with
+  |exact - mid| <= rad for every element (``inf`` where float64 could not bound it);
+- ``out``, ``lse``: the exact values correctly rounded (roundTiesToEven) into the requested
+  format (FP32, BF16, FP16 or an FP8 format). An element is *certified* when both ends of
+  its enclosure round to the same value, the rule of :func:`spec.policy._certify`; elements
+  that no float64 enclosure decides are taken from the mpmath oracle, and counted.
+
+Evaluation in three tiers
+-------------------------
+1. **fast**: one GEMM for Q K^T and one for P V, with a-priori bounds: for a dot product of
+   n terms evaluated in any order, with or without FMA, |fl(x.y) - x.y| <= gamma_n |x|.|y|,
+   gamma_n = n u / (1 - n u), u = 2^-53 (Higham, *Accuracy and Stability of Numerical
+   Algorithms*, 2nd ed., §3.1, eq. (3.5)). The magnitudes |x|.|y| are bounded by
+   Cauchy-Schwarz (logits) and Hölder (P V), so they cost no extra GEMM. Enclosures are
+   ~gamma_Dk |scale| ||q|| ||k|| + gamma_Sk wide: enough for BF16 and FP16 almost always,
+   for FP32 at small Dk and Sk.
+2. **precise**: the rows tier 1 cannot certify are recomputed with Ozaki's error-free
+   splitting of both GEMM operands (K. Ozaki, T. Ogita, S. Oishi, S. M. Rump, "Error-free
+   transformations of matrix multiplication by using fast routines of matrix multiplication
+   and its applications", Numer. Algorithms 59 (2012) 95-118), and with the logits carried
+   as double-doubles (Dekker's TwoProduct, Knuth's TwoSum) up to the exp kernel. The
+   enclosure is then about (rho + u) sum_j p_j |v_j| / l + u |O|, rho = EXP_REL.
+3. **mpmath**: what is left (exact and extremely near rounding ties, values outside the
+   float64 domains stated below) comes from :func:`reference.oracle.oracle_from_problem` on
+   the one-row sub-problem; it decides exact ties by the Lindemann-Weierstrass argument.
+
+Arithmetic model. numpy's float64 ufuncs (+, -, *, /, sqrt, rint, ldexp) are IEEE 754
+binary64 operations rounded to nearest-even, each rounded once. The BLAS (OpenBLAS, MKL,
+BLIS, Accelerate) computes each element of a matrix product as a sum of the products
+a_ik b_kj in some order, in binary64, possibly with FMA (classical GEMM, not Strassen).
+``np.exp`` and ``np.log`` are *not* trusted: exp is evaluated by :func:`exp_kernel`, whose
+error is derived below, and ``np.log`` only proposes a value that :func:`_log_enclosure`
+then bounds with exp_kernel.
+
+Error analysis (one query row; keys j range over the admitted keys)
+---------------------------------------------------------------------
+Notation: u = 2^-53, u' = u / (1 - u) (the rounding error of fl(a op b) relative to the
+*computed* result), eta = 2^-1074 (a product that underflows is off by at most eta / 2).
+
+*Logits.* The exact scale is sigma = hi + lo + r with |r| <= 2^-100 |hi| (:func:`exact_scale`:
+lo = 0 for a given float; the double-double of 1/sqrt(Dk) from mpmath for the default).
+Exact y_j = sigma G_j with G_j = q . k_j.
+Tier 1: G~_j = fl(q . k_j) with |G~_j - G_j| <= g = gamma_Dk ||q||_2 max_j ||k_j||_2 + Dk eta;
+y~ = fl(hi G~); with kappa = (|lo| + 2^-100 |hi|) / |hi| and Y = max_j |y~_j| (over all keys),
+
+    |y_j - y~_j| <= |hi| (1 + kappa) g + (kappa + u') Y.
+
+Tier 2: G_j = C_j + T_j with C exact (split product below) and the tail T~ within g_T of T;
+y_j = TwoProduct(hi, C_j) + fl(fl(y_lo + hi T~) + lo C), within
+|hi| g_T + |lo| (|T~| + g_T) + 2^-100 |hi| |G| + 4 u' (u |hi C| + |hi T~| + |lo C|).
+Softcap z = c tanh(y / c) is 1-Lipschitz in y; computed (in float64, both tiers) as
+fl(c * TANH(fl(y / c))) it adds u' Y (the division), c TANH_ABS (the kernel) and
+u' c (1 + u) (the product). The additive mask adds u' X with X >= max_j |x~_j| (tier 1) or
+is added by TwoSum (tier 2, low part u'|x_lo|). Their sum e bounds the logit error.
+
+*Weights.* Let m~ = max_j x~_j (a float: the shift need not be the true maximum, any shift
+cancels). Tier 1: t~_j = fl(x~_j - m~), off by <= u'|t~_j|. Tier 2: t~ + t_lo = TwoSum(x~, -m~)
++ x_lo, so that error is only u'|t_lo|, added to e. p~_j = EXP(t~_j (+ t_lo_j)). The exact
+weights relative to m~ are w_j = exp(x_j - m~) = exp(t~_j + D_j), |D_j| <= e (+ u'|t~_j| in
+tier 1). If t~_j >= EXP_MIN then p~_j = exp(t~_j + t_lo_j)(1 + phi_j), |phi_j| <= EXP_REL =: rho,
+and for e + rho <= 2^-24
+
+    |w_j - p~_j| <= p~_j (e + rho + u'|t~_j|)(1 + 2^-20);
+
+if t~_j < EXP_MIN then p~_j = 0 and w_j <= 2 exp(EXP_MIN). Write theta = (e + rho)(1 + 2^-20),
+H = sum_j p~_j |t~_j| over t~_j >= EXP_MIN (tier 1; H = 0 in tier 2) and n = Sk.
+
+*Sums.* l = sum_j w_j, N_d = sum_j w_j v_jd, O_d = N_d / l and LSE = m~ + log l exactly.
+With the computed row sum s~ (error <= sigma_s against sum_j p~_j), numerator N~_d (error
+<= nu_d against sum_j p~_j v_jd), s+ >= sum_j p~_j, V_d >= max_j |v_jd| and
+M_d >= sum_j p~_j |v_jd|:
+
+    |l - s~|     <= dl   = sigma_s + theta s+  + u'(1 + 2^-20) H       + 2 n exp(EXP_MIN),
+    |N_d - N~_d| <= dN_d = nu_d    + theta M_d + u'(1 + 2^-20) H V_d   + 2 n exp(EXP_MIN) V_d.
+
+Tier 1: s+ = s~ / (1 - gamma_{n-1}), sigma_s = gamma_{n-1} s+, M_d = s+ V_d (Hölder),
+nu_d = gamma_n M_d + n eta. Tier 2: s~ and N~ by split products (P in two slices), and
+M_d = fl(P |V|) / (1 - gamma_n) + n eta.
+
+*Output.* With O~_d = fl(N~_d / s~), valid when s~ > dl:
+
+    |O_d - O~_d| <= (dN_d + |O~_d| (1 + u) dl) / (s~ - dl) + u' |O~_d|.
+
+*LSE.* lambda~ approximates log s~ within LOG (:func:`_log_enclosure`), and
+|log l - log s~| <= dl / (s~ - dl), so |LSE - fl(m~ + lambda~)| <= dl / (s~ - dl) + LOG +
+u' |LSE~|.
+
+Every bound above is a sum of products of nonnegative floats, with every sum of more than
+2^10 terms inflated by 1 / (1 - gamma_n); each is then multiplied by SLACK = 1 + 2^-40
+(>= 1 + gamma_{2^10}, the roundings of its own evaluation) and increased by TINY = 2^-1050
+(underflow in that evaluation). Rows where a bound is not finite, or e + rho > 2^-24, go
+to the next tier.
+
+*exp kernel* (:func:`exp_kernel`, for EXP_MIN = -700 <= t <= EXP_MAX = 709). Table-driven
+(Tang's method, 256 entries): k = rint(t * 256 / ln 2), r = (t - k C_HI) - k C_LO (+ t_lo),
+where ln2/256 = C_HI + C_LO + C_ERR, C_HI has 35 significant bits and |k| < 2^18, so
+k C_HI is exact and t - k C_HI is exact (Sterbenz). exp(t) = 2^(k div 256) 2^((k mod 256)/256)
+exp(r), with |r| <= R = ln2/512 (1 + 2^-30), exp(r) - 1 by a degree-5 polynomial (truncation
+R^6/6! e^R), the table 2^(j/256) as T_HI + T_LO (double-double), and
+y = fl(T_HI + fl(T_LO + fl(T_HI p))). The contributions to the relative error, each
+derived in :func:`_exp_rel_bound`: the final addition (u), the inner products and sums
+(about 3 u R), the polynomial (Horner, gamma_6), the truncation, the reduction
+(u R + |k| (u |C_LO| + C_ERR)) and the dropped T_LO p term (u R). EXP_REL = 1.11 u; the
+largest error measured against mpmath (check ``certified-exp-kernel``) is 1.02 u.
+
+*Split product* (:func:`_split_terms`). For rows of A and columns of B, with
+beta = floor((53 - ceil(log2 n)) / 2), E_i the exponent with max_k |a_ik| < 2^E_i and
+sigma_i = 2^(E_i + 53 - beta): A1 = fl(fl(A + sigma) - sigma) is a multiple of 2^(E_i - beta)
+with |A1| <= 2^E_i, and A2 = A - A1 is exact with |A2| <= 2^(E_i - beta) (Rump, Ogita, Oishi,
+"Accurate floating-point summation part I", SIAM J. Sci. Comput. 31 (2008), ExtractScalar).
+With the same for B (exponent F_j), every partial sum of A1 B1 is a multiple of
+2^(E_i + F_j - 2 beta) of magnitude <= n 2^(E_i + F_j) <= 2^53 2^(E_i + F_j - 2 beta): A1 B1
+is exact in any order. Splitting the remainder of A again gives further exact slices. What is
+left, A_rest B + (A - A_rest) B2, is computed in float64 within
+gamma_n (||A_rest||_1 max|B| + ||A - A_rest||_1 max|B2|) + 2 n eta (Hölder, per row and
+column). Domain: E_i + F_j - 2 beta >= -1074 (the grid is representable) and
+E_i + F_j + ceil(log2 n) <= 1023 (no overflow); elements outside get an infinite bound.
+
+Decision (2026-11-29): the sign of a zero result is not certified (a tiny negative exact value
+rounds to -0, a tiny positive one to +0, and no float64 enclosure separates them): every
+certified zero is reported as +0. The spec models the sign of zero as an implementation
+freedom; the mpmath oracle, which is exact, does give the sign.
+Decision (2026-11-29): rounding into FP64 is not offered (certifying 2^-53 would send almost
+every element to tier 3); ``out_mid``/``out_rad`` are the float64 answer, and the mpmath oracle
+gives correctly rounded float64.
+Decision (2026-11-29): a key whose additive mask is -inf is treated as masked, as in
+``spec.attention`` (its logit is -inf) and in the oracle (it has no logit part).
+Decision (2026-11-29): an overflow into FP8 E4M3, which has no infinity, is certified as NaN
+when both ends of the enclosure overflow (the rule of ``spec.policy._certify``); the mpmath
+oracle raises instead.
+
+Catalogue of known limitations (none of them is a deviation: each only sends elements to
+tier 3, which is exact but slow at large Sk):
+- Softcap: tanh is evaluated through exp, with an absolute error TANH_ABS = 2 rho + 3u + ...,
+  so a softcap c widens every logit enclosure by c * TANH_ABS (about 5 c u), in both tiers.
+- Logits or values whose float64 evaluation overflows or underflows past the domains above,
+  and rows with e + rho > 2^-24 (logits of magnitude ~2^29 or more), are not bounded here.
+- The sign of a zero result (see the decision above).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import mpmath
+import numpy as np
+
+from attnspec.registry import Outcome, check
+from attnspec.spec.errors import FormatError, require
+from attnspec.spec.formats import Format, get_format, next_down, next_up, round_to
+from attnspec.spec.problem import AttentionProblem, attention_problem
+from attnspec.reference.oracle import DEFAULT_DPS, oracle_from_problem
+from attnspec.reference.strategies import AttentionCase
+
+U = 2.0**-53  # unit roundoff of binary64
+U1 = U / (1 - U)  # rounding error relative to the computed result
+ETA = 2.0**-1074  # smallest subnormal: a product that underflows is off by at most ETA / 2
+SLACK = 1 + 2.0**-40  # covers the roundings of a bound's own evaluation (<= 2^10 of them)
+TINY = 2.0**-1050  # covers underflow in a bound's own evaluation
+WEIGHT_LIMIT = 2.0**-24  # e + rho above this: the linearised weight bound is not used
+
+
+def gamma(n: int) -> float:
+    """Return gamma_n = n u / (1 - n u), the a-priori bound of an n-term dot product (Higham eq. 3.5)."""
+    nu = max(n, 0) * U
+    return nu / (1 - nu)
+
+
+# ----------------------------------------------------------------------------------------------
+# exp, tanh and log with rigorous error bounds
+# ----------------------------------------------------------------------------------------------
+
+EXP_MIN = -700.0  # exp(-700) = 9.9e-305 is normal: no subnormal result below
+EXP_MAX = 709.0  # exp(709) = 8.2e307 < max float64: no overflow
+_TABLE_BITS = 8
+_TABLE = 2**_TABLE_BITS
+_DEGREE = 5
+_K_MAX = 2**18  # |k| = |rint(t * 256 / ln 2)| <= 261857 on [EXP_MIN, EXP_MAX]
+_MAGIC = 1.5 * 2.0**52  # x + _MAGIC rounds x to an integer, held in the low bits (|x| < 2^51)
+_MAGIC_BITS = np.float64(_MAGIC).view(np.int64)
+
+
+def _constants():
+    """Return 1/c, the Cody-Waite split c = ln2/256 = C_HI + C_LO (+ C_ERR) and the table 2^(j/256)."""
+    with mpmath.workprec(300):
+        c = mpmath.log(2) / _TABLE
+        e = int(mpmath.floor(mpmath.log(c, 2)))
+        bits = 53 - _K_MAX.bit_length() + 1  # k C_HI exact for |k| < 2^18
+        c_hi = float(mpmath.nint(c * mpmath.mpf(2) ** (bits - 1 - e)) * mpmath.mpf(2) ** (e - bits + 1))
+        c_lo = float(c - c_hi)
+        c_err = float(abs(c - c_hi - c_lo)) * 2  # generous: float() rounds to nearest
+        table = [mpmath.mpf(2) ** (mpmath.mpf(j) / _TABLE) for j in range(_TABLE)]
+        t_hi = np.array([float(x) for x in table])
+        t_lo = np.array([float(x - mpmath.mpf(h)) for x, h in zip(table, t_hi)])
+        return float(1 / c), c_hi, c_lo, c_err, t_hi, t_lo
+
+
+_INV, _C_HI, _C_LO, _C_ERR, _T_HI, _T_LO = _constants()
+_COEF = [1.0 / math.factorial(i) for i in range(2, _DEGREE + 1)]  # h(r) = (exp(r) - 1 - r) / r^2
+
+
+def _exp_rel_bound() -> float:
+    """Return EXP_REL, the relative error bound of :func:`exp_kernel` (module docstring, exp kernel).
+
+    Evaluated in mpmath at 200 bits from the derivation's terms, then rounded up by 2^-20.
+    """
+    with mpmath.workprec(200):
+        u, one = mpmath.mpf(U), mpmath.mpf(1)
+        r_max = mpmath.log(2) / (2 * _TABLE) * (1 + mpmath.mpf(2) ** -30)
+        reduction = u * r_max + _K_MAX * (u * abs(mpmath.mpf(_C_LO)) + mpmath.mpf(_C_ERR))
+        truncation = r_max ** (_DEGREE + 1) / mpmath.factorial(_DEGREE + 1) * mpmath.exp(r_max)
+        h_abs = sum(mpmath.mpf(c) * r_max**i for i, c in enumerate(_COEF))
+        steps = 2 * (len(_COEF) - 1)
+        g_h = steps * u / (1 - steps * u)
+        horner = r_max**2 * (h_abs * (3 * u) + (g_h + u) * h_abs * (1 + u) ** 2)  # r*r, *h, and h's own error
+        p_max = mpmath.expm1(r_max) * (1 + u) + horner
+        # y = fl(T_HI + fl(T_LO + fl(T_HI p))) against T (1 + p): T_HI <= T (1 + u), |T_LO| <= u T.
+        combine = u * (1 + p_max) + u * (u + (1 + u) * p_max) + u * (1 + u) * p_max + u * p_max + u * u
+        # Relative to T exp(r) >= T (1 - r_max): the polynomial error (u p_max + horner) and truncation too.
+        rel = (combine + (1 + u) * (u * p_max + horner) + truncation) / (one - mpmath.expm1(r_max))
+        total = (1 + rel) * mpmath.exp(reduction) - 1
+        return float(total * (1 + mpmath.mpf(2) ** -20))
+
+
+EXP_REL = _exp_rel_bound()
+EXP_TINY = float(mpmath.exp(EXP_MIN)) * (1 + 2.0**-40)  # >= exp(EXP_MIN): what a flushed weight may hide
+
+
+_BLOCK = 1 << 13  # elements per block of exp_kernel: its dozen temporaries stay in cache
+
+
+def exp_kernel(t: np.ndarray, t_lo: np.ndarray | None = None) -> np.ndarray:
+    """Return exp(t + t_lo) within a relative error of EXP_REL (Tang's method; module docstring).
+
+    Domain: EXP_MIN <= t <= EXP_MAX and |t_lo| <= 2^-40 (a double-double's low part).
+    exp_kernel(0) = 1 exactly. Large arrays are evaluated in blocks of _BLOCK elements: the
+    kernel is bound by memory traffic, and blocks keep its temporaries in cache.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if t.size <= _BLOCK:
+        return _exp_block(t, t_lo)
+    flat = t.reshape(-1)
+    flat_lo = None if t_lo is None else np.broadcast_to(t_lo, t.shape).reshape(-1)
+    out = np.empty(flat.size)
+    for start in range(0, flat.size, _BLOCK):
+        block = slice(start, start + _BLOCK)
+        out[block] = _exp_block(flat[block], None if flat_lo is None else flat_lo[block])
+    return out.reshape(t.shape)
+
+
+def _exp_block(t: np.ndarray, t_lo: np.ndarray | None) -> np.ndarray:
+    """Return exp_kernel(t, t_lo) for one block."""
+    kf = t * _INV
+    kf += _MAGIC  # rint(t / c) in the low bits; any integer works, it only has to keep |r| <= R
+    k = kf.view(np.int64) - _MAGIC_BITS
+    kf -= _MAGIC
+    r = kf * _C_HI
+    np.subtract(t, r, out=r)  # exact: k C_HI has <= 53 bits, and Sterbenz
+    kf *= _C_LO
+    r -= kf
+    if t_lo is not None:
+        r += t_lo
+    h = r * _COEF[-1]
+    for c in reversed(_COEF[1:-1]):  # Horner for h(r) = 1/2 + r/6 + r^2/24 + r^3/120
+        h += c
+        h *= r
+    h += _COEF[0]
+    np.multiply(r, r, out=kf)
+    h *= kf
+    h += r  # p = exp(r) - 1
+    j = k & (_TABLE - 1)
+    t_hi = _T_HI[j]
+    h *= t_hi
+    h += _T_LO[j]
+    h += t_hi  # y = T_HI + (T_LO + T_HI p), in [0.99, 2)
+    k >>= _TABLE_BITS
+    k += 1023
+    k <<= 52  # the bits of 2^(k div 256), a normal number on the domain
+    h *= k.view(np.float64)  # exact
+    return h
+
+
+TANH_ABS = (2 * EXP_REL + 3 * U1 + 2 * EXP_TINY) * SLACK
+
+
+def tanh_kernel(w: np.ndarray) -> np.ndarray:
+    """Return tanh(w) within an absolute error of TANH_ABS: sign(w) (1 - E) / (1 + E), E = exp(-2|w|).
+
+    |d tanh / dE| <= 2 turns E's error (rho E + EXP_TINY) into 2 rho + 2 EXP_TINY; the two
+    roundings of 1 -+ E and the division add 3 u' (|tanh| <= 1).
+    """
+    a = -2.0 * np.abs(w)  # exact
+    e = exp_kernel(np.maximum(a, EXP_MIN))
+    e[a < EXP_MIN] = 0.0
+    return np.copysign((1.0 - e) / (1.0 + e), w)
+
+
+def _log_enclosure(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (lambda, err) with |log(s) - lambda| <= err, for 1/2 <= s < 2^1000.
+
+    ``np.log`` proposes lambda; y = exp_kernel(lambda) = e^lambda (1 + phi), |phi| <= rho, and
+    d = s - y is exact (Sterbenz, y within a factor 2 of s). Then log s - lambda =
+    log(1 + d/y) + log(1 + phi), and |log(1 + z)| <= |z| / (1 - |z|).
+    """
+    lam = np.log(s)
+    y = exp_kernel(np.clip(lam, EXP_MIN, EXP_MAX))
+    z = np.abs(s - y) / y * (1 + 2 * U)
+    err = (z / (1 - z) + EXP_REL / (1 - EXP_REL)) * SLACK + TINY
+    return lam, np.where((z <= 0.25) & (np.abs(lam) <= EXP_MAX), err, np.inf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Error-free transformations and dot products with bounds
+# ----------------------------------------------------------------------------------------------
+
+def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (s, e) with s + e = a + b exactly (Knuth's TwoSum; any finite a, b)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _veltkamp(x):
+    """Return (hi, lo) = x with hi on 26 bits and x = hi + lo exactly (|x| < 2^995)."""
+    t = x * 134217729.0  # 2^27 + 1
+    hi = t - (t - x)
+    return hi, x - hi
+
+
+def _two_product(a: float, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (p, e) with p + e = a * b exactly (Dekker), for |a|, |b| < 2^990 and no underflow."""
+    a_hi, a_lo = _veltkamp(np.float64(a))
+    b_hi, b_lo = _veltkamp(b)
+    p = a * b
+    return p, ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+
+
+def _norm_up(x: np.ndarray) -> np.ndarray:
+    """Return an upper bound of the 2-norm of ``x`` along its last axis.
+
+    fl(sum x^2) >= (1 - gamma_n) sum x^2 - n eta/2, then sqrt and the products round once each.
+    """
+    n = x.shape[-1]
+    s = np.einsum("...i,...i->...", x, x)
+    return np.sqrt((s + n * ETA) * (1 + 2 * gamma(n))) * (1 + 4 * U)
+
+
+def _ceil_log2(n: int) -> int:
+    return max(n - 1, 0).bit_length()
+
+
+def _split(x: np.ndarray, beta: int, axis: int):
+    """Return (hi, lo, e, mx): x = hi + lo exactly, hi on the grid 2^(e - beta), |lo| <= 2^(e - beta).
+
+    ``mx`` (keepdims along ``axis``) is max |x| along ``axis`` and ``e`` the exponent with mx < 2^e.
+    """
+    mx = np.max(np.abs(x), axis=axis, keepdims=True, initial=0.0)
+    e = np.frexp(mx)[1].astype(np.int64)
+    sigma = np.ldexp(1.0, np.minimum(e, 900) + 53 - beta)  # the clamp only touches out-of-domain rows
+    hi = x + sigma
+    hi -= sigma
+    return hi, x - hi, e, mx
+
+
+def _split_terms(a: np.ndarray, b: np.ndarray, slices: int):
+    """Return (parts, tail, err): a @ b = sum(parts) + tail_exact, each part exact, |tail - tail_exact| <= err.
+
+    Ozaki splitting, batched over leading axes like ``np.matmul`` (module docstring, split
+    product): ``slices`` leading slices of each row of ``a`` times the leading slice of each
+    column of ``b``. ``tail`` is the float 0.0 when nothing is left over; ``err`` is ``inf``
+    outside the domain.
+    """
+    n = a.shape[-1]
+    beta = (53 - _ceil_log2(n)) // 2
+    b1, b2, eb, b_max = _split(b, beta, axis=-2)  # per column: (..., 1, p)
+    head, rest, inside = [], a, np.ones(a.shape[:-1] + (1,), dtype=bool)
+    for _ in range(slices):
+        hi, rest, ea, a_max = _split(rest, beta, axis=-1)  # per row: (..., m, 1)
+        head.append(hi)
+        inside = inside & ((a_max == 0) | ((ea + eb - 2 * beta >= -1074) & (ea + eb + _ceil_log2(n) <= 1023)))
+    parts = [hi @ b1 for hi in head]  # exact
+    b2_max = np.max(np.abs(b2), axis=-2, keepdims=True, initial=0.0)
+    norm = 1 / (1 - gamma(n))
+    rest_norm = np.abs(rest).sum(axis=-1, keepdims=True) * norm  # >= ||rest||_1 per row
+    tails, err = [], 0.0
+    if b2_max.any():  # (a - rest) @ b2, with a - rest = sum(head) exactly
+        tails.append((a - rest) @ b2)
+        err = (np.abs(a).sum(axis=-1, keepdims=True) * norm + rest_norm) * b2_max
+    if rest_norm.any():
+        tails.append(rest @ b)
+        err = err + rest_norm * b_max
+    tail = 0.0
+    if tails:
+        tail = tails[0] if len(tails) == 1 else tails[0] + tails[1]
+        err = (gamma(n) * err + U1 * np.abs(tail) + 2 * n * ETA) * SLACK
+    inside = inside & (eb <= 900)
+    return parts, tail, np.where(inside, err, np.inf)
+
+
+def _split_product(a: np.ndarray, b: np.ndarray, slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (c, err): c = fl(a @ b) from :func:`_split_terms`, |c - a @ b| <= err."""
+    parts, tail, err = _split_terms(a, b, slices)
+    c, rounding = parts[0], 0.0
+    for term in parts[1:] + ([] if np.isscalar(tail) else [tail]):
+        c = c + term
+        rounding = rounding + U1 * np.abs(c)
+    return c, (err + rounding) * SLACK
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation: rows grouped by kv head, so that the rows sharing K and V make one GEMM
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Rows:
+    """Query rows grouped by kv head; row r of kv head g is head g*G + r // Sq, query r % Sq."""
+
+    q: np.ndarray  # (B, Hkv, R, Dk), R = G * Sq
+    k: np.ndarray  # (B, Hkv, Sk, Dk)
+    v: np.ndarray  # (B, Hkv, Sk, Dv)
+    allowed: np.ndarray  # (B, Hkv, R, Sk); keys with an additive mask of -inf are not allowed
+    bias: np.ndarray | None  # (B, Hkv, R, Sk), 0 where not allowed
+    scale: tuple[float, float]  # the exact scale is hi + lo + r with |r| <= SCALE_RESIDUAL |hi|
+    softcap: float | None
+
+    def subset(self, b: int, g: int, rows: np.ndarray) -> "_Rows":
+        """Return the rows ``rows`` of batch b, kv head g, as a (1, 1, len(rows)) problem."""
+        pick = (slice(b, b + 1), slice(g, g + 1), rows)
+        return replace(self, q=self.q[pick], k=self.k[b:b + 1, g:g + 1], v=self.v[b:b + 1, g:g + 1],
+                       allowed=self.allowed[pick], bias=None if self.bias is None else self.bias[pick])
+
+
+SCALE_RESIDUAL = 2.0**-100
+
+
+def exact_scale(problem: AttentionProblem) -> tuple[float, float]:
+    """Return the exact scale as a double-double (hi, lo): the float given, or 1/sqrt(Dk) to 2^-100."""
+    if not problem.scale_is_default:
+        return float(problem.scale), 0.0
+    with mpmath.workprec(200):
+        s = 1 / mpmath.sqrt(problem.q.shape[3])
+        hi = float(s)
+        return hi, float(s - hi)
+
+
+def _grouped(problem: AttentionProblem) -> _Rows:
+    """Return the problem's query rows grouped by kv head (views where the layout allows)."""
+    b, hq, sq, dk = problem.q.shape
+    hkv, sk = problem.kv_heads, problem.k.shape[2]
+    rows = hq // hkv * sq
+    allowed = problem.allowed.reshape(b, hkv, rows, sk)  # (B, Hkv, G*Sq, Sk): heads of a group are adjacent
+    bias = None
+    if problem.bias is not None:
+        full = problem.bias_full().reshape(b, hkv, rows, sk)
+        allowed = allowed & (full > -np.inf)
+        bias = np.where(allowed, full, 0.0)
+    return _Rows(q=problem.q.reshape(b, hkv, rows, dk), k=problem.k, v=problem.v, allowed=allowed, bias=bias,
+                 scale=exact_scale(problem), softcap=problem.softcap)
+
+
+@dataclass(frozen=True)
+class _Enclosure:
+    """Float64 values and radii of O (B, Hkv, R, Dv) and LSE (B, Hkv, R); ``empty`` rows are exact."""
+
+    out: np.ndarray
+    out_rad: np.ndarray
+    lse: np.ndarray
+    lse_rad: np.ndarray
+    empty: np.ndarray
+
+
+def _row_max(x, allowed: np.ndarray) -> np.ndarray:
+    """Return max |x| over the allowed keys of each row, (..., R, 1)."""
+    return np.max(np.broadcast_to(np.abs(x), allowed.shape), axis=-1, keepdims=True, initial=0.0, where=allowed)
+
+
+def _cap_and_bias(rows: _Rows, y: np.ndarray, e: np.ndarray, y_max: np.ndarray):
+    """Return (x, e) after softcap and the additive mask, in float64 (module docstring, logits)."""
+    x = y
+    if rows.softcap is not None:
+        cap = rows.softcap
+        x = cap * tanh_kernel(y / cap)
+        e = e + U1 * y_max + cap * TANH_ABS + U1 * cap * (1 + U)
+    if rows.bias is not None:
+        x = x + rows.bias
+        e = e + U1 * _row_max(x, rows.allowed)
+    return x, e
+
+
+def _logits_fast(rows: _Rows):
+    """Return (x, None, e): tier-1 logits (-inf where masked) and their per-row error bound."""
+    dk = rows.q.shape[-1]
+    hi, lo = rows.scale
+    kappa = (abs(lo) + SCALE_RESIDUAL * abs(hi)) / abs(hi)
+    y = rows.q @ np.swapaxes(rows.k, -1, -2)  # (B, Hkv, R, Sk)
+    magnitude = _norm_up(rows.q)[..., None] * np.max(_norm_up(rows.k), axis=-1, initial=0.0)[..., None, None]
+    g = gamma(dk) * magnitude + dk * ETA  # (B, Hkv, R, 1)
+    y *= hi
+    y_max = np.max(np.abs(y), axis=-1, keepdims=True, initial=0.0)  # over all keys: an upper bound
+    e = abs(hi) * (1 + kappa) * g + (kappa + U1) * y_max
+    x, e = _cap_and_bias(rows, y, e, y_max)
+    return x, None, e
+
+
+def _logits_precise(rows: _Rows):
+    """Return (x, x_lo, e): tier-2 logits as double-doubles where there is no softcap.
+
+    G = C + T with C exact (split product); y = TwoProduct(hi, C) + fl(hi T + lo C), whose error
+    is |hi| g_T + |lo| (|T| + g_T) + 2^-100 |hi| |G| + the roundings of the three low terms.
+    """
+    hi, lo = rows.scale
+    (c,), tail, g_tail = _split_terms(rows.q, np.swapaxes(rows.k, -1, -2), slices=1)  # (B, Hkv, R, Sk)
+    y, y_lo = _two_product(hi, c)
+    y_lo = (y_lo + tail * hi) + c * lo
+    g_max = _row_max(np.where(np.abs(c) < 2.0**990, g_tail, np.inf), rows.allowed)
+    c_max, t_max = _row_max(c, rows.allowed), _row_max(tail, rows.allowed)
+    e = (abs(hi) * g_max + abs(lo) * (t_max + g_max) + SCALE_RESIDUAL * abs(hi) * (c_max + t_max + g_max)
+         + 4 * U1 * (1 + U) * (U * abs(hi) * c_max + abs(hi) * t_max + abs(lo) * c_max) + 2.0**-1000)
+    if rows.softcap is not None:
+        y = y + y_lo
+        y_max = _row_max(y, rows.allowed)
+        x, e = _cap_and_bias(rows, y, e + U1 * y_max, y_max)
+        return x, None, e
+    x_lo = y_lo
+    if rows.bias is not None:
+        y, x_lo = _two_sum(y, rows.bias)
+        x_lo += y_lo
+        e = e + U1 * _row_max(x_lo, rows.allowed)
+    x, x_lo = _two_sum(y, x_lo)  # renormalise: the tail may carry the whole logit when C = 0
+    return x, x_lo, e
+
+
+def _evaluate(rows: _Rows, precise: bool, empty_lse: float) -> _Enclosure:
+    """Return the enclosures of O and LSE for every row (tier 2 when ``precise``, else tier 1)."""
+    sk = rows.k.shape[-2]
+    x, x_lo, e = (_logits_precise if precise else _logits_fast)(rows)
+    if not rows.allowed.all():
+        x = np.where(rows.allowed, x, -np.inf)
+    # Weights relative to the computed row max (module docstring, "Weights").
+    m = np.max(x, axis=-1, keepdims=True, initial=-np.inf)  # (B, Hkv, R, 1)
+    empty = m == -np.inf
+    shift = np.where(empty, 0.0, m)
+    if x_lo is None:
+        t, t_lo = x - shift, None  # rounding error <= u'|t|: the H term below
+    else:
+        t, t_lo = _two_sum(x, -shift)  # exact
+        t_lo += x_lo
+        t_lo[t == -np.inf] = 0.0  # TwoSum(-inf, .) leaves NaN in the low part of a masked key
+        e = e + U1 * _row_max(t_lo, rows.allowed)
+        t, t_lo = _two_sum(t, t_lo)  # renormalise: |t_lo| <= u |t|, the kernel's domain
+    e = e * SLACK + TINY
+    tc = np.maximum(t, EXP_MIN)  # masked keys (-inf) and flushed weights
+    p = exp_kernel(tc, t_lo)
+    p[t < EXP_MIN] = 0.0
+    h = 0.0
+    if t_lo is None:
+        h = -np.einsum("...j,...j->...", p, tc)[..., None] / (1 - gamma(sk))  # H >= sum p |t|, (B, Hkv, R, 1)
+    v_max = np.maximum(np.max(rows.v, axis=-2, keepdims=True, initial=0.0),
+                       -np.min(rows.v, axis=-2, keepdims=True, initial=0.0))  # (B, Hkv, 1, Dv)
+    # Sums (module docstring, "Sums").
+    if precise:
+        num, nu = _split_product(p, rows.v, slices=2)  # (B, Hkv, R, Dv)
+        s, sigma_s = _split_product(p, np.ones(rows.v.shape[:-1] + (1,)), slices=2)  # (B, Hkv, R, 1)
+        s_up = s + sigma_s
+        m_abs = (p @ np.abs(rows.v)) / (1 - gamma(sk)) + sk * ETA  # >= sum_j p_j |v_jd|
+    else:
+        num = p @ rows.v  # (B, Hkv, R, Dv)
+        s = p.sum(axis=-1, keepdims=True)
+        s_up = s / (1 - gamma(sk - 1))
+        sigma_s = gamma(sk - 1) * s_up
+        m_abs = s_up * v_max  # Hölder
+        nu = gamma(sk) * m_abs + sk * ETA
+    theta = (e + EXP_REL) * (1 + 2.0**-20)
+    tail = U1 * (1 + 2.0**-20) * h
+    flushed = 2 * sk * EXP_TINY
+    dl = (sigma_s + theta * s_up + tail + flushed) * SLACK + TINY
+    dn = (nu + theta * m_abs + (tail + flushed) * v_max) * SLACK + TINY
+    out = num / s
+    out_rad = ((dn + np.abs(out) * (1 + U) * dl) / (s - dl) + U1 * np.abs(out)) * SLACK + TINY
+    lam, log_err = _log_enclosure(np.where(empty, 1.0, s))
+    lse = shift + lam
+    lse_rad = ((dl / (s - dl) + log_err + U1 * np.abs(lse)) * SLACK + TINY)[..., 0]
+    lse = lse[..., 0]
+    usable = (e + EXP_REL <= WEIGHT_LIMIT) & (s > dl)
+    out_rad = np.where(usable & np.isfinite(out), out_rad, np.inf)
+    lse_rad = np.where(usable[..., 0] & np.isfinite(lse), lse_rad, np.inf)
+    out = np.where(empty, 0.0, out)
+    out_rad = np.where(empty, 0.0, out_rad)
+    lse = np.where(empty[..., 0], empty_lse, lse)
+    lse_rad = np.where(empty[..., 0], 0.0, lse_rad)
+    return _Enclosure(out, out_rad, lse, lse_rad, empty[..., 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Certified rounding and the three tiers
+# ----------------------------------------------------------------------------------------------
+
+def round_enclosure(mid: np.ndarray, rad: np.ndarray, fmt: "Format | str") -> tuple[np.ndarray, np.ndarray]:
+    """Return (value, ok): where ``ok``, every point of [mid - rad, mid + rad] rounds to ``value`` in ``fmt``.
+
+    The ends are widened by 4u|mid| (1 + 2^-49) + 2^-1060 so that their own float64 rounding
+    cannot move them inside the enclosure; rounding is monotone, so equal ends decide every
+    point. A certified zero is +0 (module docstring, decision on the sign of zero).
+    """
+    mid = np.asarray(mid, dtype=np.float64)
+    rad = np.asarray(rad, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = (rad + 2.0**-51 * np.abs(mid)) * (1 + 2.0**-49) + 2.0**-1060
+        lo = round_to(mid - w, fmt)
+        hi = round_to(mid + w, fmt)
+    ok = np.isfinite(mid) & np.isfinite(rad) & ((lo == hi) | (np.isnan(lo) & np.isnan(hi)))
+    return np.where(lo == 0, 0.0, lo), ok
+
+
+@dataclass(frozen=True)
+class CertifiedResult:
+    """O (B, Hq, Sq, Dv) and LSE (B, Hq, Sq): enclosures, and their certified rounding into ``fmt``.
+
+    ``out``/``lse`` are None when no format was requested. ``refined_rows`` counts the query
+    rows recomputed by tier 2; ``fallback_out``/``fallback_lse`` count the elements taken
+    from the mpmath oracle, in ``fallback_rows`` rows; ``uncertified`` lists the rows whose
+    oracle rounding was itself uncertified (only with ``strict=False``).
+    """
+
+    out_mid: np.ndarray
+    out_rad: np.ndarray
+    lse_mid: np.ndarray
+    lse_rad: np.ndarray
+    fmt: Format | None
+    out: np.ndarray | None
+    lse: np.ndarray | None
+    refined_rows: int
+    fallback_out: int
+    fallback_lse: int
+    fallback_rows: int
+    uncertified: tuple = ()
+
+    @property
+    def certified(self) -> bool:
+        """Return True when every element of ``out`` and ``lse`` is certified."""
+        return not self.uncertified
+
+    def summary(self) -> str:
+        """Return a one-line account of which tier decided how much."""
+        return (f"{self.out_mid.size} outputs, {self.lse_mid.size} LSE; tier 2 rows: {self.refined_rows}; "
+                f"mpmath elements: {self.fallback_out} O + {self.fallback_lse} LSE in {self.fallback_rows} rows")
+
+
+def certified_attention(q, k, v, *, fmt: "Format | str | None" = Format.FP32, dps: int = DEFAULT_DPS,
+                        strict: bool = True, **conventions) -> CertifiedResult:
+    """Return attention of Q, K, V correctly rounded into ``fmt``, with float64 enclosures.
+
+    ``conventions`` are the keywords of :func:`spec.problem.attention_problem`; ``dps`` and
+    ``strict`` are passed to the mpmath oracle for the elements it decides (strict: raise
+    ``OracleUncertifiedError`` where even the oracle cannot certify, as the oracle does).
+    """
+    return certified_from_problem(attention_problem(q, k, v, **conventions), fmt=fmt, dps=dps, strict=strict)
+
+
+def certified_from_problem(problem: AttentionProblem, *, fmt: "Format | str | None" = Format.FP32,
+                           dps: int = DEFAULT_DPS, strict: bool = True) -> CertifiedResult:
+    """Return the certified result of a validated problem (see :func:`certified_attention`)."""
+    f = None if fmt is None else get_format(fmt)
+    require(f is not Format.FP64, FormatError,
+            "fmt: expected fp32, bf16, fp16, fp8_e4m3, fp8_e5m2 or None, got fp64 (use out_mid/out_rad, or "
+            "reference.oracle for correctly rounded float64)")
+    rows = _grouped(problem)
+    with np.errstate(all="ignore"):
+        enc = _evaluate(rows, precise=False, empty_lse=problem.empty_lse)
+    refined = 0
+    out = lse = None
+    fallback = (0, 0, 0)
+    uncertified: list = []
+    if f is not None:
+        out, ok_out, lse, ok_lse = _certify(enc, f)
+        bad = ~ok_out.all(axis=-1) | ~ok_lse  # (B, Hkv, R)
+        refined = int(bad.sum())
+        for b, g in sorted({(int(i), int(j)) for i, j, _ in np.argwhere(bad)}):
+            idx = np.flatnonzero(bad[b, g])
+            with np.errstate(all="ignore"):
+                sub = _evaluate(rows.subset(b, g, idx), precise=True, empty_lse=problem.empty_lse)
+            for name in ("out", "out_rad", "lse", "lse_rad"):
+                getattr(enc, name)[b, g, idx] = getattr(sub, name)[0, 0]
+        if refined:
+            out, ok_out, lse, ok_lse = _certify(enc, f)
+        fallback = _fallback(problem, out, ok_out, lse, ok_lse, f, dps, strict, uncertified)
+    shape = problem.q.shape[:3]
+    return CertifiedResult(
+        out_mid=enc.out.reshape(shape + (-1,)), out_rad=enc.out_rad.reshape(shape + (-1,)),
+        lse_mid=enc.lse.reshape(shape), lse_rad=enc.lse_rad.reshape(shape), fmt=f,
+        out=None if out is None else out.reshape(shape + (-1,)), lse=None if lse is None else lse.reshape(shape),
+        refined_rows=refined, fallback_out=fallback[0], fallback_lse=fallback[1], fallback_rows=fallback[2],
+        uncertified=tuple(uncertified))
+
+
+def _certify(enc: _Enclosure, f: Format):
+    """Return (out, ok_out, lse, ok_lse) in the grouped layout; empty rows hold their defined values."""
+    out, ok_out = round_enclosure(enc.out, enc.out_rad, f)
+    lse, ok_lse = round_enclosure(enc.lse, enc.lse_rad, f)
+    lse = np.where(enc.empty, enc.lse, lse)  # empty_lse is the defined result, not a rounding
+    return out, ok_out | enc.empty[..., None], lse, ok_lse | enc.empty
+
+
+def _fallback(problem: AttentionProblem, out, ok_out, lse, ok_lse, f: Format, dps: int, strict: bool,
+              uncertified: list) -> tuple[int, int, int]:
+    """Fill the elements no float64 enclosure decided from the mpmath oracle; return the counts."""
+    b_, hq, sq, _ = problem.q.shape
+    group = hq // problem.kv_heads
+    need = ~ok_out.all(axis=-1) | ~ok_lse
+    bias = None if problem.bias is None else problem.bias_full()
+    for b, g, r in map(tuple, np.argwhere(need)):
+        head, i = g * group + r // sq, r % sq
+        cols = np.flatnonzero(~ok_out[b, g, r])
+        cols = cols if cols.size else np.arange(1)
+        pick = (slice(b, b + 1), slice(head, head + 1), slice(i, i + 1))
+        sub = replace(problem, q=problem.q[pick], k=problem.k[b:b + 1, g:g + 1],
+                      v=problem.v[b:b + 1, g:g + 1][..., cols], allowed=problem.allowed[pick],
+                      bias=None if bias is None else bias[pick], q_lens=np.ones(1, dtype=np.int64),
+                      kv_lens=problem.kv_lens[b:b + 1])
+        exact = oracle_from_problem(sub, dps=dps)
+        o, ell = exact.rounded(f, strict=strict)
+        out[b, g, r, cols] = np.where(o[0, 0, 0] == 0, 0.0, o[0, 0, 0])
+        lse[b, g, r] = ell[0, 0, 0]
+        if not exact.certified:
+            uncertified.append((int(b), int(head), int(i)))
+    return int((~ok_out).sum()), int((~ok_lse).sum()), int(need.sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Adversarial cases (near and exact rounding ties, cancellation, extremes) and the checks
+# ----------------------------------------------------------------------------------------------
+
+def _nearest_midpoint(x: float, f: Format) -> float:
+    """Return the rounding midpoint of ``f`` nearest to ``x`` (exact in float64 for p <= 24)."""
+    r = float(round_to(x, f))
+    other = float(next_up(r, f) if x >= r else next_down(r, f))
+    return (r + other) / 2
+
+
+def near_tie_case(fmt: "Format | str", seed: int) -> AttentionCase:
+    """Return a one-row case whose outputs and LSE lie within ~2^-53 (relative) of midpoints of ``fmt``.
+
+    Two keys with exact logits 0 and x (scale 1): O = (v1 + e^x v2) / (1 + e^x), LSE = log(1 + e^x).
+    x is solved in mpmath for LSE = a midpoint, then each v2 for O = a midpoint.
+    """
+    f = get_format(fmt)
+    rng = np.random.default_rng(seed)
+    dv = 3
+    with mpmath.workprec(200):
+        lse_mid = _nearest_midpoint(float(rng.uniform(0.8, 3.0)), f)
+        x = float(mpmath.log(mpmath.exp(lse_mid) - 1))
+        ex = mpmath.exp(mpmath.mpf(x))
+        v1 = round_to(rng.uniform(-2, 2, dv), f)
+        v2 = []
+        for a in v1:
+            guess = (a + float(ex) * rng.uniform(-2, 2)) / (1 + float(ex))
+            mid = _nearest_midpoint(guess, f)
+            v2.append(float((mid * (1 + ex) - a) / ex))
+    q = np.ones((1, 1, 1, 1))
+    k = np.array([0.0, x]).reshape(1, 1, 2, 1)
+    v = np.stack([v1, np.array(v2)]).reshape(1, 1, 2, dv)
+    return AttentionCase(q, k, v, {"scale": 1.0})
+
+
+def exact_tie_case(fmt: "Format | str", seed: int) -> AttentionCase:
+    """Return a case with exact ties: equal logits and V columns whose mean is a midpoint of ``fmt``.
+
+    Row 0: four keys with one logit; each V column is mid -+ a, mid -+ b, so O is exactly a
+    midpoint. Row 1 sees only key 0 (causal, top-left), whose logit is a midpoint: LSE is exact.
+    """
+    f = get_format(fmt)
+    rng = np.random.default_rng(seed)
+    mids = [_nearest_midpoint(float(rng.uniform(-3, 3)), f) for _ in range(2)]
+    a, b = rng.uniform(0, 1, 2)
+    v = np.array([[m - a, m + a, m - b, m + b] for m in mids]).T  # (4 keys, 2 columns), exact mean m
+    logit = _nearest_midpoint(float(rng.uniform(0.5, 2)), f)
+    q = np.array([1.0, 1.0]).reshape(1, 1, 2, 1)
+    k = np.full((1, 1, 4, 1), logit)
+    return AttentionCase(q, k, v.reshape(1, 1, 4, 2), {"scale": 1.0, "causal": True, "causal_alignment": "top_left",
+                                                      "mask": np.array([True, True, True, True])})
+
+
+def cancelling_logit_case(fmt: "Format | str", seed: int) -> AttentionCase:
+    """Return a case whose logit q.k2 suffers massive cancellation, with its output near a midpoint.
+
+    q = (A,..,A, 1, A,..,A), k2 = (1,..,1, f, -1,..,-1, -1 + c): f arrives while every
+    accumulator of the float64 dot product holds a partial sum >= A, so it is lost; the
+    a-priori bound gamma_D |q|.|k| covers that, a bound without it does not. O = sigmoid(q.k2)
+    for V = (0, 1) is steered by c and f onto a midpoint of ``fmt``.
+    """
+    f = get_format(fmt)
+    rng = np.random.default_rng(seed)
+    m = 16  # positives before f: more than the accumulators of any BLAS dot kernel
+    big = 2.0 ** int(rng.integers(20, 30))
+    with mpmath.workprec(200):
+        mid = _nearest_midpoint(float(rng.uniform(0.3, 0.7)), f)
+        target = mpmath.log(mid / (1 - mid))  # sigmoid(target) = mid
+        c = float(-1 + float(target / big)) + 1  # -1 + c is a float
+        fine = float(target - big * mpmath.mpf(c))
+    q = np.concatenate([np.full(m, big), [1.0], np.full(m, big)])
+    k2 = np.concatenate([np.ones(m), [fine], -np.ones(m)])
+    k2[-1] = -1 + c
+    d = q.size
+    k = np.stack([np.zeros(d), k2]).reshape(1, 1, 2, d)
+    v = np.array([0.0, 1.0]).reshape(1, 1, 2, 1)
+    return AttentionCase(q.reshape(1, 1, 1, d), k, v, {"scale": 1.0})
