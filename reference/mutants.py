@@ -23,7 +23,7 @@ from attnspec.spec.attention import AttentionResult, logits, softmax_attention
 from attnspec.spec.flash import FlashState, flash_finalize, flash_from_problem, flash_step, initial_state
 from attnspec.spec.formats import Format, format_of_dtype
 from attnspec.spec.mla import MLAConfig, mla_decode
-from attnspec.spec.pasa import PASA_ATTNSPEC, pasa_attention
+from attnspec.spec.pasa import PASA_ATTNSPEC, padded_kv, pasa_attention
 from attnspec.spec.policy import PrecisionPolicy
 from attnspec.spec.problem import AttentionProblem, attention_problem
 from attnspec.spec.split_kv import combine, split_boundaries, split_partials
@@ -53,8 +53,9 @@ class Entry:
     description: str
 
 
-def _attention_kernel(name: str, run, *, rewrite=None, after=None, **declared) -> Kernel:
-    """Return an attention-signature Kernel taking every convention; ``run(problem, policy)`` -> result.
+def _attention_kernel(name: str, run, *, rewrite=None, after=None, accepts=CONVENTIONS, lse: bool = True,
+                      **declared) -> Kernel:
+    """Return an attention-signature Kernel; ``run(problem, policy)`` -> result; O and LSE, or O alone.
 
     ``rewrite(conventions)`` changes the conventions the kernel uses, ``after(result, conventions)`` its result.
     """
@@ -64,9 +65,9 @@ def _attention_kernel(name: str, run, *, rewrite=None, after=None, **declared) -
         result = run(attention_problem(q, k, v, **used), policy)
         if after:
             result = after(result, conventions, policy)
-        return result.out, result.lse
+        return (result.out, result.lse) if lse else result.out
 
-    return Kernel(fn=fn, name=name, signature="attention", accepts=CONVENTIONS, **declared)
+    return Kernel(fn=fn, name=name, signature="attention", accepts=accepts, **declared)
 
 
 def _blocks(sk: int, bk: int) -> list[tuple[int, int]]:
@@ -122,6 +123,33 @@ def _softcap_after_mask(problem: AttentionProblem, policy: PrecisionPolicy) -> A
     masked = logits(replace(problem, softcap=None), policy)  # -inf where masked
     cap = problem.softcap
     return _attention_on_logits(problem, policy.to_softmax(cap * np.tanh(masked / cap)), policy)  # [mutant] -inf -> -cap
+
+
+def _pasa_mean_after_masking(problem: AttentionProblem, policy: PrecisionPolicy) -> AttentionResult:
+    """Return what PASA computes (in real arithmetic) when its row mean skips the masked keys.
+
+    spec.pasa recovers S from the shifted S' = S - beta rowmean(S) exactly because step 3 takes
+    r' = rowmean(S') over all n columns of the block (deviation 5 of spec/pasa.py; the
+    counterexample is in proofs/pasa_recovery.py). With r' over the admitted columns only, the
+    recovered logits of block j become S + gamma (mean_admitted(S_j) - mean_all(S_j)): a
+    per-block offset that reweights whole blocks. Built from spec.pasa's padding and beta.
+    """
+    config = PASA_ATTNSPEC
+    n, gamma = config.block_k, config.beta / (1 - config.beta)
+    k_pad, v_pad = padded_kv(problem, config)  # (B, Hkv, T n, D)
+    total, sk = k_pad.shape[2], problem.k.shape[2]
+    allowed = np.zeros(problem.allowed.shape[:3] + (total,), dtype=bool)
+    allowed[..., :sk] = problem.allowed
+    unmasked = logits(replace(problem, k=k_pad, v=v_pad, bias=None, allowed=np.ones_like(allowed)), policy)
+    blocks = unmasked.reshape(unmasked.shape[:3] + (total // n, n))  # (B, Hq, Sq, T, n)
+    admitted = allowed.reshape(blocks.shape)
+    mean_all = blocks.mean(axis=-1, keepdims=True)
+    count = admitted.sum(axis=-1, keepdims=True)
+    mean_admitted = np.where(admitted, blocks, 0.0).sum(axis=-1, keepdims=True) / np.maximum(count, 1)  # [mutant]
+    offset = np.broadcast_to(gamma * (mean_admitted - mean_all), blocks.shape).reshape(unmasked.shape)
+    with np.errstate(invalid="ignore"):
+        s = logits(problem, policy) + offset[..., :sk]  # -inf where masked stays -inf
+    return _attention_on_logits(problem, s, policy)
 
 
 def _wrong_gqa(problem: AttentionProblem, policy: PrecisionPolicy) -> AttentionResult:
@@ -279,6 +307,9 @@ MUTANTS: dict[str, Entry] = {
                                     "reads the NaN-poisoned slots of each sequence's last page"),
     "mla_ignores_softmax_scale": Entry(_mla_kernel("mla_ignores_softmax_scale", scale_override=576 ** -0.5), "mla",
                                        ALL, "uses FlashMLA's default 1/sqrt(576) whatever softmax_scale says"),
+    "pasa_mean_after_masking": Entry(_attention_kernel("pasa_mean_after_masking", _pasa_mean_after_masking,
+                                                       accepts=CONVENTIONS - {"softcap"}, lse=False), "pasa", ("fp16",),
+                                     "PASA whose row mean skips masked keys: the recovery offsets whole blocks"),
     "amla_without_zero_guard": Entry(amla_kernel("amla_without_zero_guard", replace(CANN, guard=None)), "amla",
                                      ("bf16", "fp16"), "AMLA without the |O| > 1e10 -> 0 guard"),
 }

@@ -30,7 +30,8 @@ def _examples(op: str) -> int:
 def test_matrix_has_the_issue_mutants():
     required = {"wrong_causal_alignment", "missing_scale", "misplaced_scale", "stale_running_max", "forgotten_rescale",
                 "off_by_one_block_boundary", "wrong_gqa_mapping", "fp16_accumulation", "lse_base2",
-                "dropped_last_partial_block", "nan_fully_masked_rows", "amla_without_zero_guard"}
+                "dropped_last_partial_block", "nan_fully_masked_rows", "amla_without_zero_guard",
+                "pasa_mean_after_masking"}
     assert required <= set(MUTANTS)
     assert len(MUTANTS) >= 12
 
