@@ -21,14 +21,15 @@ pasa_author          spec.pasa, PASA_AUTHOR (beta 0.984497, scale folded into M,
 ===================  ===========================================================================
 
 Metrics (the script's ``RMSE`` and ``RMSE_PASA_Re``): RMSE = sqrt(mean((out - gold)^2)) over
-every output element, and RMSE / RMS(V). The gold is ``spec.flash`` under a binary64 policy.
-Decision (2026-11-28): binary64 instead of the mpmath oracle, which is too slow for 10^8
-score entries. Its error is bounded per element by ``reference.bounds.attention_error_bound``
-(the FP64 "flash" bound, evaluated over every query row); each row of the report records
-that bound relative to RMS(V) (at most 6e-10 on the default grid) and its margin, the
-smallest relative RMSE of the cell divided by it (at least 300 on the default grid). An
-RMSE less than :data:`GOLD_MARGIN` times the bound is below what the gold can resolve: it
-is marked unresolved (printed as "<" that limit) and left out of the margin.
+every output element, and RMSE / RMS(V). The gold is ``reference.certified`` (the certified
+float64 substitute of the mpmath oracle): for every element it returns a float64 value and
+a rigorous radius around the exact value of the definition. Decision (2026-11-28): the
+enclosure's midpoint instead of the mpmath oracle itself, which is too slow for 10^8 score
+entries. Each row of the report records the largest radius relative to RMS(V) (at most 6e-10
+on the default grid) and the margin, the smallest relative RMSE of the cell divided by it
+(at least 300 on the default grid). An RMSE less than :data:`GOLD_MARGIN` times the radius
+is below what the gold resolves: it is marked unresolved (printed as "<" that limit) and
+left out of the margin.
 
 Overflow map: a column overflows in a cell when its output holds Inf or NaN (for PASA, when any
 traced stored quantity does). The report checks it against the bounds of
@@ -57,7 +58,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from attnspec.reference.bounds import attention_error_bound
+from attnspec.reference.certified import certified_from_problem
 from attnspec.reference.cases import PASA_AMPLITUDES, PASA_BIASES, build_case
 from attnspec.reference.pasa_bounds import Box, naive_fa_overflow, pasa_certificate
 from attnspec.registry import Outcome, check, tool
@@ -76,8 +77,7 @@ BLOCK_K = 128  # baseN
 DEFAULT_BETAS = tuple(fixed_point(1 - 2.0 ** -k, BLOCK_K).beta for k in (4, 5, 6))
 FA_POLICIES = {"fa_fp32": PrecisionPolicy.uniform(Format.FP32), "fa_fp16": PrecisionPolicy.uniform(Format.FP16),
                "fa_fp16_scale_q": PrecisionPolicy.uniform(Format.FP16), "fa_bf16": PrecisionPolicy.uniform(Format.BF16)}
-GOLD_POLICY = PrecisionPolicy.uniform(Format.FP64)
-BOUND_CHUNK = 2 ** 22  # score-by-value entries per call of the gold's error bound (memory)
+GOLD_CHUNK = 2 ** 22  # score entries per call of the certified oracle (memory)
 GOLD_MARGIN = 10.0  # an RMSE is resolved when the gold's bound is at least this many times smaller
 
 
@@ -130,15 +130,16 @@ def cell_problem(cell: Cell, shape: GridShape, seed: int = SEED) -> AttentionPro
     return build_case("pasa_bias", Format.BF16, params).problem()
 
 
-def gold_bound(problem: AttentionProblem) -> float:
-    """Return the largest a-priori error bound of the binary64 gold over every output element."""
-    rows = max(1, BOUND_CHUNK // (problem.q_heads * problem.k.shape[2] * problem.v.shape[3]))
-    worst = 0.0
+def gold(problem: AttentionProblem) -> tuple[np.ndarray, float]:
+    """Return (the certified oracle's O, the largest radius of its enclosures), by chunks of query rows."""
+    rows = max(1, GOLD_CHUNK // (problem.q_heads * problem.k.shape[2]))
+    parts, radius = [], 0.0
     for start in range(0, problem.q.shape[2], rows):
         part = attention_problem(problem.q[:, :, start:start + rows], problem.k, problem.v, scale=problem.scale)
-        bound, _ = attention_error_bound(part, GOLD_POLICY, algorithm="flash", block_k=BLOCK_K)
-        worst = max(worst, float(np.max(bound, initial=0.0)))
-    return worst
+        result = certified_from_problem(part, fmt=None)
+        parts.append(result.out_mid)
+        radius = max(radius, float(np.max(result.out_rad, initial=0.0)))
+    return np.concatenate(parts, axis=2), radius
 
 
 def run_column(name: str, problem: AttentionProblem, config: PasaConfig | None) -> tuple[np.ndarray, dict | None]:
@@ -202,21 +203,21 @@ def run_cell(cell: Cell, shape: GridShape, cols: dict[str, PasaConfig | None], s
     """Return one cell's row: metrics and overflow per column, the predictions, the gold's bound."""
     start = time.perf_counter()
     problem = cell_problem(cell, shape, seed)
-    gold = flash_from_problem(problem, GOLD_POLICY, BLOCK_K).out if with_gold else None
+    gold_out, radius = gold(problem) if with_gold else (None, None)
     rms_v = float(np.sqrt(np.mean(problem.v ** 2)))
     results = {}
     for name, config in cols.items():
         out, trace = run_column(name, problem, config)
         overflowed = not np.all(np.isfinite(out)) or bool(trace and trace["nonfinite"])
         entry = {"overflow": overflowed, "trace": trace}
-        if gold is not None:
-            rmse = float(np.sqrt(np.mean((out - gold) ** 2))) if not overflowed else None
+        if gold_out is not None:
+            rmse = float(np.sqrt(np.mean((out - gold_out) ** 2))) if not overflowed else None
             entry.update(rmse=rmse, rel_rmse=None if rmse is None else rmse / rms_v)
         results[name] = entry
     row = {"cell": asdict(cell), "name": cell.name, "rms_v": rms_v, "gemm_overflow": gemm_overflows(problem),
            "predictions": predictions(cell, problem, cols), "columns": results}
-    if gold is not None:
-        row["gold_rel_bound"] = bound = gold_bound(problem) / rms_v
+    if gold_out is not None:
+        row["gold_rel_bound"] = bound = radius / rms_v
         for entry in results.values():
             entry["resolved"] = entry["rel_rmse"] is not None and entry["rel_rmse"] >= GOLD_MARGIN * bound
         graded = [e["rel_rmse"] for e in results.values() if e["resolved"]]
@@ -292,7 +293,7 @@ def table_text(report: dict) -> str:
     if report["rows"] and "gold_rel_bound" in report["rows"][0]:
         worst = max(r["gold_rel_bound"] for r in report["rows"])
         margin = min((r["gold_margin"] for r in report["rows"] if r["gold_margin"] is not None), default=None)
-        out.write(f"\ngold: binary64 spec.flash, a-priori error bound <= {worst:.1e} RMS(V) in every cell"
+        out.write(f"\ngold: reference.certified, enclosure radius <= {worst:.1e} RMS(V) in every cell"
                   + (f", at least {margin:.0f} times below the smallest resolved RMSE of its cell" if margin else "")
                   + f"; '<x': below {GOLD_MARGIN:g} times the gold's bound, not resolved\n")
     failed = report["failed_claims"]
