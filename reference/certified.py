@@ -774,19 +774,19 @@ def near_tie_case(fmt: "Format | str", seed: int) -> AttentionCase:
 def exact_tie_case(fmt: "Format | str", seed: int) -> AttentionCase:
     """Return a case with exact ties: equal logits and V columns whose mean is a midpoint of ``fmt``.
 
-    Row 0: four keys with one logit; each V column is mid -+ a, mid -+ b, so O is exactly a
-    midpoint. Row 1 sees only key 0 (causal, top-left), whose logit is a midpoint: LSE is exact.
+    Row 1 sees four keys with one logit; each V column holds mid -+ a, mid -+ b (a, b with few
+    bits, so these are exact), so O is exactly a midpoint. Row 0 sees only key 0, whose logit
+    is a midpoint, so LSE is exactly one.
     """
     f = get_format(fmt)
     rng = np.random.default_rng(seed)
     mids = [_nearest_midpoint(float(rng.uniform(-3, 3)), f) for _ in range(2)]
-    a, b = rng.uniform(0, 1, 2)
+    a, b = rng.integers(1, 2**20, 2) * 2.0**-22
     v = np.array([[m - a, m + a, m - b, m + b] for m in mids]).T  # (4 keys, 2 columns), exact mean m
     logit = _nearest_midpoint(float(rng.uniform(0.5, 2)), f)
-    q = np.array([1.0, 1.0]).reshape(1, 1, 2, 1)
-    k = np.full((1, 1, 4, 1), logit)
-    return AttentionCase(q, k, v.reshape(1, 1, 4, 2), {"scale": 1.0, "causal": True, "causal_alignment": "top_left",
-                                                      "mask": np.array([True, True, True, True])})
+    mask = np.array([[True, False, False, False], [True, True, True, True]])
+    return AttentionCase(np.ones((1, 1, 2, 1)), np.full((1, 1, 4, 1), logit), v.reshape(1, 1, 4, 2),
+                         {"scale": 1.0, "mask": mask})
 
 
 def cancelling_logit_case(fmt: "Format | str", seed: int) -> AttentionCase:
@@ -813,3 +813,129 @@ def cancelling_logit_case(fmt: "Format | str", seed: int) -> AttentionCase:
     k = np.stack([np.zeros(d), k2]).reshape(1, 1, 2, d)
     v = np.array([0.0, 1.0]).reshape(1, 1, 2, 1)
     return AttentionCase(q.reshape(1, 1, 1, d), k, v, {"scale": 1.0})
+
+
+def cancelling_weights_case(fmt: "Format | str", seed: int) -> AttentionCase:
+    """Return a case whose numerator cancels: logits 0 and t (tiny), V = (1, -a) with a e^t ~ 1.
+
+    O = (1 - a e^t) / (1 + e^t) is ~2^-40 while each weight is only known to EXP_REL: the
+    exp error term dominates the bound, and a bound without it certifies wrong roundings.
+    """
+    f = get_format(fmt)
+    rng = np.random.default_rng(seed)
+    t = float(rng.uniform(1, 2)) * 2.0**-20
+    with mpmath.workprec(200):
+        a = float(mpmath.exp(-mpmath.mpf(t)) * (1 + mpmath.mpf(float(rng.uniform(-4, 4))) * 2**-40))
+    v = np.array([[1.0, round_to(rng.uniform(-1, 1), f)], [-a, round_to(rng.uniform(-1, 1), f)]])
+    return AttentionCase(np.ones((1, 1, 1, 1)), np.array([0.0, t]).reshape(1, 1, 2, 1), v.reshape(1, 1, 2, 2),
+                         {"scale": 1.0})
+
+
+def extreme_cases() -> list[tuple[AttentionCase, str]]:
+    """Return (case, format) pairs at the edges: flushed weights, huge and tiny values, overflow, empty rows."""
+    rng = np.random.default_rng(7)
+
+    def arrays(*shape, scale=1.0, fmt=Format.FP32):
+        return round_to(rng.standard_normal(shape) * scale, fmt)
+
+    q, k, v = arrays(1, 2, 3, 4), arrays(1, 1, 5, 4), arrays(1, 1, 5, 3)
+    bias = np.where(rng.uniform(size=(1, 2, 3, 5)) < 0.3, -np.inf, rng.uniform(-3, 3, (1, 2, 3, 5)))
+    return [
+        (AttentionCase(arrays(1, 2, 3, 4, scale=300.0), arrays(1, 1, 6, 4, scale=300.0), arrays(1, 1, 6, 3)), "fp32"),
+        (AttentionCase(q, k, arrays(1, 1, 5, 3, scale=1e-300, fmt=Format.FP64)), "fp32"),
+        (AttentionCase(q, k, arrays(1, 1, 5, 3, scale=1e300, fmt=Format.FP64)), "bf16"),
+        (AttentionCase(q, k, arrays(1, 1, 5, 3, scale=6e4)), "fp16"),
+        (AttentionCase(q, k, v, {"kv_seqlens": np.array([0]), "empty_lse": np.inf}), "fp32"),
+        (AttentionCase(arrays(1, 2, 6, 4), k, v, {"causal": True, "window": (1, 0)}), "bf16"),
+        (AttentionCase(q, k, v, {"mask": bias}), "fp32"),
+        (AttentionCase(arrays(1, 2, 3, 4, scale=30.0), k, v, {"softcap": 5.0}), "fp16"),
+        (AttentionCase(q, arrays(1, 1, 0, 4), arrays(1, 1, 0, 3)), "fp32"),
+        (AttentionCase(arrays(1, 2, 3, 4, scale=1e-150, fmt=Format.FP64), arrays(1, 1, 5, 4, scale=1e150,
+                                                                                 fmt=Format.FP64), v), "fp32"),
+    ]
+
+
+def adversarial_cases(seeds: range) -> list[tuple[AttentionCase, str]]:
+    """Return the near-tie, exact-tie and cancellation cases of every format for ``seeds``, and the extremes."""
+    cases = [(build(f, seed), f) for seed in seeds for f in ("fp32", "bf16", "fp16")
+             for build in (near_tie_case, exact_tie_case, cancelling_logit_case, cancelling_weights_case)]
+    return cases + extreme_cases()
+
+
+def disagreement(case: AttentionCase, fmt: str, dps: int = DEFAULT_DPS) -> str | None:
+    """Return why the certified result of ``case`` differs from the mpmath oracle's, or None if it agrees.
+
+    Agreement: the same rounding into ``fmt`` for every element (zeros compare equal whatever
+    their sign; NaN equals NaN), and the exact value (the oracle's enclosure midpoint) inside
+    every finite float64 enclosure.
+    """
+    from attnspec.reference.oracle import attention_oracle
+
+    got = certified_attention(case.q, case.k, case.v, fmt=fmt, dps=dps, **case.conventions)
+    exact = attention_oracle(case.q, case.k, case.v, dps=dps, **case.conventions)
+    out, lse = exact.rounded(fmt)
+    for name, mine, theirs in (("out", got.out, out), ("lse", got.lse, lse)):
+        bad = ~((mine == theirs) | (np.isnan(mine) & np.isnan(theirs)))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            return f"{name}{list(idx)}={mine[idx]!r}, but the oracle rounds to {theirs[idx]!r} [{case.describe()}, {fmt}]"
+    with mpmath.workprec(4096):  # exact sums of the float64 ends and the interval's ends
+        for name, mid, rad, ivs in (("out", got.out_mid, got.out_rad, exact.out_iv),
+                                    ("lse", got.lse_mid, got.lse_rad, exact.lse_iv)):
+            for idx in zip(*np.nonzero(np.isfinite(rad))):
+                if ivs[idx] is None:  # an empty row: its LSE is the convention, not a value
+                    continue
+                lo, hi = (mpmath.mp.make_mpf(end) for end in ivs[idx]._mpi_)
+                m, r = mpmath.mpf(float(mid[idx])), mpmath.mpf(float(rad[idx]))
+                if hi < m - r or lo > m + r:
+                    return (f"{name}{[int(i) for i in idx]}: enclosure {mid[idx]!r} +- {rad[idx]!r} misses the "
+                            f"exact value in [{lo}, {hi}] [{case.describe()}, {fmt}]")
+    return None
+
+
+def _agreement_outcome(cases: list[tuple[AttentionCase, str]]) -> Outcome:
+    """Return the registry outcome of comparing the certified oracle with the mpmath oracle on ``cases``."""
+    for case, fmt in cases:
+        why = disagreement(case, fmt)
+        if why is not None:
+            return Outcome("fail", why)
+    return Outcome("pass", f"{len(cases)} cases agree with the mpmath oracle (near and exact ties, cancellation, "
+                           f"extremes)", {"cases": len(cases)})
+
+
+@check("certified-vs-oracle", "oracle")
+def check_agrees_with_oracle() -> Outcome:
+    """The certified oracle and the mpmath oracle round identically on the seeded adversarial cases."""
+    return _agreement_outcome(adversarial_cases(range(1)))
+
+
+@check("certified-vs-oracle-thorough", "oracle", quick=False)
+def check_agrees_with_oracle_thorough() -> Outcome:
+    """As certified-vs-oracle, over twenty seeds."""
+    return _agreement_outcome(adversarial_cases(range(20)))
+
+
+def exp_kernel_error(t: np.ndarray) -> float:
+    """Return max |exp_kernel(t) / exp(t) - 1| over ``t``, with exp(t) from mpmath at 120 bits."""
+    y = exp_kernel(t)
+    with mpmath.workprec(120):
+        return float(max((abs(mpmath.mpf(float(a)) / mpmath.exp(mpmath.mpf(float(b))) - 1) for a, b in zip(y, t)),
+                         default=0))
+
+
+def exp_kernel_sample(seed: int, count: int) -> np.ndarray:
+    """Return arguments for the exp kernel: uniform over its domain and near 0, and the table's and
+    reduction's boundaries (multiples and half-multiples of ln2/256), and the domain's ends."""
+    rng = np.random.default_rng(seed)
+    c = math.log(2) / _TABLE
+    steps = rng.integers(-_K_MAX // 2, _K_MAX // 2, count // 4)
+    return np.concatenate([rng.uniform(EXP_MIN, EXP_MAX, count // 4), rng.uniform(-1, 1, count // 4), steps * c,
+                           (steps + 0.5) * c, [EXP_MIN, EXP_MAX, 0.0, -0.0, 5e-324, -5e-324]])
+
+
+@check("certified-exp-kernel", "oracle")
+def check_exp_kernel() -> Outcome:
+    """exp_kernel stays within its derived bound EXP_REL against mpmath on a seeded sample."""
+    worst = exp_kernel_error(exp_kernel_sample(0, 4000))
+    return Outcome.from_bool(worst <= EXP_REL, f"max relative error {worst / U:.4f} u, derived bound {EXP_REL / U:.4f} u",
+                             {"max_error_u": worst / U, "bound_u": EXP_REL / U})
