@@ -363,6 +363,20 @@ def comparators_known_good_bad() -> Outcome:
                                  f"(expected [True, False, False] each)")
 
 
+@register_check("conformance.fp64_gold_within_bound", "oracle")
+def fp64_gold_within_bound() -> Outcome:
+    """The harness's default gold (binary64 definition) lies within its error bound of the mpmath oracle."""
+    case = build_case("growing_max", "bf16", {"seed": 5, "b": 1, "hkv": 1, "group": 2, "sq": 2, "sk": 9, "dk": 16,
+                                              "dv": 4, "scale_factor": 2.0, "growth": 40.0})
+    problem = case.problem()
+    out, lse, out_bound, lse_bound_, _ = gold_result(problem, "fp64")
+    exact = oracle_from_problem(problem)
+    out_ratio = float(np.max(np.abs(out - exact.out) / np.maximum(out_bound, np.finfo(float).tiny)))
+    lse_ratio = float(np.max(np.abs(lse - exact.lse) / np.maximum(lse_bound_, np.finfo(float).tiny)))
+    return Outcome.from_bool(out_ratio <= 1 and lse_ratio <= 1,
+                             f"|gold - oracle| / bound: out {out_ratio:.3g}, lse {lse_ratio:.3g} (must be <= 1)")
+
+
 # ----------------------------------------------------------------------------------------------
 # attnspec report peers: the README's results table
 # ----------------------------------------------------------------------------------------------
