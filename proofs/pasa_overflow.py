@@ -44,14 +44,18 @@ def _in_box(x, bias, amp):
     return z3.And(x >= bias - amp, x <= bias + amp)
 
 
+def _shift_bound(a, b_off, n, bias, amp):
+    """Return |a - n b'| |b| + (|a - b'| + (n-1)|b'|) A: the bound on (M~ k)_t for k in the box."""
+    return z3.Abs(a - n * b_off) * z3.Abs(bias) + (z3.Abs(a - b_off) + (n - 1) * z3.Abs(b_off)) * amp
+
+
 def _shift(in_box_t: bool) -> tuple[z3.BoolRef, list[z3.BoolRef]]:
     a, b_off, n, bias, amp, k_t, k_rest = z3.Reals("a b_off n bias amp k_t k_rest")
     x = a * k_t - b_off * (k_t + (n - 1) * k_rest)  # (M~ k)_t, k_rest = mean of the other n - 1 keys
-    bound = z3.Abs(a - n * b_off) * z3.Abs(bias) + (z3.Abs(a - b_off) + (n - 1) * z3.Abs(b_off)) * amp
     assumptions = [n >= 1, amp >= 0, _in_box(k_rest, bias, amp)]
     if in_box_t:
         assumptions.append(_in_box(k_t, bias, amp))
-    return z3.Abs(x) <= bound, assumptions
+    return z3.Abs(x) <= _shift_bound(a, b_off, n, bias, amp), assumptions
 
 
 @theorem("pasa.overflow.shift_bound")
@@ -70,26 +74,28 @@ def prove_pasa_overflow_control_padding() -> ProofResult:
                  statement="a key outside the box (a zero pad row) breaks the bound")
 
 
+def _closed_form(beta_below_one: bool) -> tuple[z3.BoolRef, list[z3.BoolRef]]:
+    a, b_off, n, c, beta, bias, amp = z3.Reals("a b_off n c beta bias amp")
+    # n * closed form = c[(1-beta)|b| n + (n + beta n - 2 beta) A], i.e. the brief's formula times n
+    claim = n * _shift_bound(a, b_off, n, bias, amp) == c * ((1 - beta) * z3.Abs(bias) * n
+                                                             + (n + beta * n - 2 * beta) * amp)
+    assumptions = [a == c, b_off * n == c * beta, n >= 1, c > 0, beta >= 0, amp >= 0]
+    return claim, assumptions + ([beta < 1] if beta_below_one else [])
+
+
 @theorem("pasa.overflow.shift_bound_closed_form")
 def prove_pasa_overflow_shift_bound_closed_form() -> ProofResult:
     """Return the proof that the bound is c[(1-beta)|b| + (1+beta-2beta/n)A] for the exact M."""
-    a, b_off, n, c, beta, bias, amp = z3.Reals("a b_off n c beta bias amp")
-    general = z3.Abs(a - n * b_off) * z3.Abs(bias) + (z3.Abs(a - b_off) + (n - 1) * z3.Abs(b_off)) * amp
-    # n * closed = c[(1-beta)|b| n + (n + beta n - 2 beta) A], i.e. the brief's formula times n
-    claim = n * general == c * ((1 - beta) * z3.Abs(bias) * n + (n + beta * n - 2 * beta) * amp)
-    return prove("pasa.overflow.shift_bound_closed_form", claim,
-                 [a == c, b_off * n == c * beta, n >= 1, c > 0, beta >= 0, beta < 1, amp >= 0],
+    claim, assumptions = _closed_form(True)
+    return prove("pasa.overflow.shift_bound_closed_form", claim, assumptions,
                  statement="a = c, b' = c beta/n => bound = c[(1-beta)|b| + (1+beta-2beta/n)A]")
 
 
 @theorem("pasa.overflow.shift_bound_closed_form.control")
 def prove_pasa_overflow_control_closed_form() -> ProofResult:
     """Return the counterexample for the closed form with beta > 1 allowed (1 - beta/n < 0 flips a sign)."""
-    a, b_off, n, c, beta, bias, amp = z3.Reals("a b_off n c beta bias amp")
-    general = z3.Abs(a - n * b_off) * z3.Abs(bias) + (z3.Abs(a - b_off) + (n - 1) * z3.Abs(b_off)) * amp
-    claim = n * general == c * ((1 - beta) * z3.Abs(bias) * n + (n + beta * n - 2 * beta) * amp)
-    return prove("pasa.overflow.shift_bound_closed_form.control", claim,
-                 [a == c, b_off * n == c * beta, n >= 1, c > 0, beta >= 0, amp >= 0], expect="refuted",
+    claim, assumptions = _closed_form(False)
+    return prove("pasa.overflow.shift_bound_closed_form.control", claim, assumptions, expect="refuted",
                  statement="without beta < 1 the closed form is wrong")
 
 
