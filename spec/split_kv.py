@@ -61,6 +61,10 @@ def combine(partials: list[AttentionResult], policy: PrecisionPolicy, empty_lse:
     """Return the exact LSE combine of split partials, rounded where ``policy`` says."""
     require_policy(policy)
     require(len(partials) >= 1, ShapeError, "partials: expected at least one partial result")
+    for i, part in enumerate(partials):
+        require(part.out.shape == partials[0].out.shape and part.lse.shape == part.out.shape[:-1], ShapeError,
+                f"partials[{i}]: expected out {partials[0].out.shape} and lse {partials[0].out.shape[:-1]} "
+                f"(from partials[0]), got {part.out.shape} and {part.lse.shape}")
     lses = np.stack([p.lse for p in partials])  # (n, B, Hq, Sq)
     outs = np.stack([p.out for p in partials])  # (n, B, Hq, Sq, Dv)
     lse_max = np.max(lses, axis=0)  # (B, Hq, Sq)
