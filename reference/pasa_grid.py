@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -396,12 +397,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     base = FULL_SHAPE if args.full else DEFAULT_SHAPE
     shape = GridShape(**{k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in asdict(base).items()})
-    if args.png:
-        try:
-            import matplotlib  # noqa: F401  (fail before hours of work, not after)
-        except ImportError:
-            print("attnspec report pasa-grid: --png needs matplotlib: pip install 'attnspec[plot]'", file=sys.stderr)
-            return 2
+    if args.png and importlib.util.find_spec("matplotlib") is None:  # fail before hours of work, not after
+        print("attnspec report pasa-grid: --png needs matplotlib: pip install 'attnspec[plot]'", file=sys.stderr)
+        return 2
     cols = columns(args.beta or DEFAULT_BETAS, not args.no_author)
     report = run_grid(shape, grid_cells(args.biases, args.amplitudes, hybrid=not args.no_hybrid), cols, args.seed,
                       progress=lambda row: print(f"  {row['name']}: {row['seconds']} s", file=sys.stderr, flush=True))

@@ -159,7 +159,7 @@ def author_reference(q, k, v, *, beta: float, scale: float, s2: int, exponent_or
     q, k, v = q.astype(f16), k.astype(f16), v.astype(f16)
     heads, kv_heads = q.shape[1], k.shape[1]
     k, v = np.repeat(k, heads // kv_heads, axis=1), np.repeat(v, heads // kv_heads, axis=1)
-    s1, length = q.shape[2], k.shape[2]
+    length = k.shape[2]
     total = ((length - 1) // s2 + 1) * s2
     pad = total - length
     mask = np.zeros(q.shape[:3] + (total,), dtype=bool)  # True = masked
@@ -190,7 +190,8 @@ def author_reference(q, k, v, *, beta: float, scale: float, s2: int, exponent_or
         with np.errstate(invalid="ignore"):
             p = _exp16(s - m_j)
         l_j = p.astype(np.float64).sum(axis=-1, keepdims=True).astype(f16)
-        s_ave_0 = s_ave if j == 0 else s_ave_0
+        if j == 0:
+            s_ave_0 = s_ave
         s_ave_temp = s_ave_0
         s_ave_0 = s_ave * f16(1.0 / (j + 1)) + s_ave_0 * f16(j / (j + 1))
         ave_j = (s_ave - s_ave_0) * inv_pam
