@@ -51,7 +51,8 @@ query tiling (``s1``) only for scheduling; decode (Sq = 1) is the same code.
 
 Variants (``PasaConfig.variant``); the lines that differ are marked ``# [variant: ...]``:
 
-``author``: pasa() at 14f5c6f bit for bit (up to the sign of zero), including its defects.
+``author``: pasa() at 14f5c6f bit for bit (up to the sign of zero) under the modelling above
+(GEMMs and reductions exact then rounded once, exp correctly rounded), defects included.
 ``attnspec``: the same algorithm with the defects below fixed. Default.
 
 Catalogue of deviations of ``attnspec`` from pasa() (each is reproduced by ``author``):
