@@ -194,7 +194,7 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         for kwargs in ({}, {"device": "cpu", "copy": True}):
             try:
                 return np.from_dlpack(x, **kwargs)
-            except (BufferError, TypeError, ValueError, RuntimeError, NotImplementedError):
+            except (BufferError, TypeError, ValueError, RuntimeError):
                 continue
     if hasattr(x, "__array__"):
         try:

@@ -274,33 +274,36 @@ def _fp16_accumulation(problem: AttentionProblem, policy: PrecisionPolicy) -> At
     return flash_from_problem(problem, fp16_acc, BLOCK_K)
 
 
-MUTANTS: dict[str, Entry] = {
-    "wrong_causal_alignment": Entry(_attention_kernel("wrong_causal_alignment", _flash, rewrite=_flip_alignment),
-                                    "attention", ALL, "top-left where bottom-right was asked, and vice versa"),
-    "missing_scale": Entry(_attention_kernel("missing_scale", _flash, rewrite=_unit_scale), "attention", ALL,
-                           "the softmax scale is never applied"),
-    "misplaced_scale": Entry(_attention_kernel("misplaced_scale", _flash, rewrite=_unit_scale, after=_scale_output),
-                             "attention", ALL, "the scale multiplies O instead of the logits"),
-    "stale_running_max": Entry(_attention_kernel("stale_running_max", lambda p, pol: _flash_with(
-        p, pol, step=_defective_step("stale_max"))), "attention", ALL, "P_j exponentiated against m_{j-1}"),
-    "forgotten_rescale": Entry(_attention_kernel("forgotten_rescale", lambda p, pol: _flash_with(
-        p, pol, step=_defective_step("forgotten_rescale"))), "attention", ALL, "O is not rescaled when the max grows"),
-    "off_by_one_block_boundary": Entry(_attention_kernel("off_by_one_block_boundary", lambda p, pol: _flash_with(
-        p, pol, blocks=_short_blocks)), "attention", ALL, "each KV block ends one key early"),
-    "wrong_gqa_mapping": Entry(_attention_kernel("wrong_gqa_mapping", _wrong_gqa), "attention", ALL,
-                               "query head h uses kv head h % Hkv"),
-    "fp16_accumulation": Entry(_attention_kernel("fp16_accumulation", _fp16_accumulation), "attention", ALL,
-                               "Q K^T, P V and O accumulated in FP16, rounding after every add"),
-    "lse_base2": Entry(_attention_kernel("lse_base2", _base2_lse), "attention", ALL,
-                       "LSE as log2 instead of the natural log"),
-    "dropped_last_partial_block": Entry(_attention_kernel("dropped_last_partial_block", lambda p, pol: _flash_with(
-        p, pol, blocks=_drop_partial)), "attention", ALL, "the last Sk % 16 keys are never read"),
-    "nan_fully_masked_rows": Entry(_attention_kernel("nan_fully_masked_rows", _softmax_unguarded), "attention", ALL,
-                                   "exp(-inf - (-inf)) = NaN for a row without an admissible key"),
-    "softcap_after_mask": Entry(_attention_kernel("softcap_after_mask", _softcap_after_mask), "attention", ALL,
-                                "softcap maps masked -inf to -cap (onnx/onnx#7865)"),
-    "split_kv_nan_partial": Entry(_attention_kernel("split_kv_nan_partial", _split_nan_partials), "attention", ALL,
-                                  "an empty split's 0/0 partial poisons the combine (ROCm/aiter#4711)"),
+def _dense_mutant(name: str, run, description: str, **options) -> tuple[str, Entry]:
+    """Return (name, Entry) of an attention-op mutant in every format."""
+    return name, Entry(_attention_kernel(name, run, **options), "attention", ALL, description)
+
+
+def _flash_variant(**changes):
+    return lambda problem, policy: _flash_with(problem, policy, **changes)
+
+
+MUTANTS: dict[str, Entry] = dict([
+    _dense_mutant("wrong_causal_alignment", _flash, "top-left where bottom-right was asked, and vice versa",
+                  rewrite=_flip_alignment),
+    _dense_mutant("missing_scale", _flash, "the softmax scale is never applied", rewrite=_unit_scale),
+    _dense_mutant("misplaced_scale", _flash, "the scale multiplies O instead of the logits", rewrite=_unit_scale,
+                  after=_scale_output),
+    _dense_mutant("stale_running_max", _flash_variant(step=_defective_step("stale_max")),
+                  "P_j exponentiated against m_{j-1}"),
+    _dense_mutant("forgotten_rescale", _flash_variant(step=_defective_step("forgotten_rescale")),
+                  "O is not rescaled when the max grows"),
+    _dense_mutant("off_by_one_block_boundary", _flash_variant(blocks=_short_blocks), "each KV block ends one key early"),
+    _dense_mutant("wrong_gqa_mapping", _wrong_gqa, "query head h uses kv head h % Hkv"),
+    _dense_mutant("fp16_accumulation", _fp16_accumulation, "Q K^T, P V and O accumulated in FP16, rounding every add"),
+    _dense_mutant("lse_base2", _base2_lse, "LSE as log2 instead of the natural log"),
+    _dense_mutant("dropped_last_partial_block", _flash_variant(blocks=_drop_partial),
+                  "the last Sk % 16 keys are never read"),
+    _dense_mutant("nan_fully_masked_rows", _softmax_unguarded, "exp(-inf - (-inf)) = NaN for a row without a key"),
+    _dense_mutant("softcap_after_mask", _softcap_after_mask, "softcap maps masked -inf to -cap (onnx/onnx#7865)"),
+    _dense_mutant("split_kv_nan_partial", _split_nan_partials,
+                  "an empty split's 0/0 partial poisons the combine (ROCm/aiter#4711)"),
+]) | {
     "top_left_causal_flash": Entry(_flash_signature("top_left_causal(fa-signature)", "top_left"), "flash", ALL,
                                    "a flash_attn_func whose causal is top-left (SDPA's) instead of bottom-right"),
     "mla_reads_unused_slots": Entry(_mla_kernel("mla_reads_unused_slots", read_whole_pages=True), "mla", ALL,
