@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from attnspec.registry import tools
 
@@ -21,6 +22,7 @@ def _dispatch(group: str, args) -> int:
             print(f"{name:<20} {text}")
         return 0
     if args.name not in available:
-        print(f"attnspec {group}: unknown {group} {args.name!r}; available: {', '.join(available) or 'none'}")
+        print(f"attnspec {group}: unknown {group} {args.name!r}; available: {', '.join(available) or 'none'}",
+              file=sys.stderr)
         return 2
     return int(available[args.name][1](list(args.args)) or 0)

@@ -6,6 +6,7 @@ import sys
 
 from attnspec.commands._table import print_reports
 from attnspec.registry import all_checks, exit_code, run_check
+from attnspec.spec.errors import ConventionError, require
 
 
 def register(sub) -> None:
@@ -21,6 +22,9 @@ def run(args) -> int:
     checks = all_checks(quick=args.quick)
     if args.pattern:
         checks = [c for c in checks if args.pattern in c.name]
+        # Running nothing would pass vacuously: a typo in -k must not look like a green run.
+        require(checks, ConventionError, f"-k: expected text contained in some check's name, got {args.pattern!r} "
+                                         "(no check matches)")
     reports = []
     for c in checks:
         reports.append(run_check(c))
