@@ -55,9 +55,11 @@ import math
 
 import numpy as np
 
+from attnspec.spec.errors import ConventionError, ShapeError, require
 from attnspec.spec.formats import Format
-from attnspec.spec.policy import PrecisionPolicy
+from attnspec.spec.policy import PrecisionPolicy, require_policy
 from attnspec.spec.problem import AttentionProblem
+from attnspec.spec.split_kv import split_boundaries
 
 SAFETY = 1 + 2.0 ** -20
 _EXP64 = 2.0 ** -52  # numpy's binary64 exp and log: within 1 ulp
@@ -117,8 +119,12 @@ def attention_error_bound(problem: AttentionProblem, policy: PrecisionPolicy, *,
     "split" (spec.split_kv with ``num_splits`` splits of ``block_k``-key blocks).
     Rows without an admissible key have bound 0 (their result is defined exactly).
     """
-    if algorithm not in ("naive", "flash", "split"):
-        raise ValueError(f"algorithm: expected 'naive', 'flash' or 'split', got {algorithm!r}")
+    require(isinstance(problem, AttentionProblem), ShapeError,
+            f"problem: expected an AttentionProblem (spec.problem.attention_problem), got {type(problem).__name__}")
+    require_policy(policy)
+    require(algorithm in ("naive", "flash", "split"), ConventionError,
+            f"algorithm: expected 'naive', 'flash' or 'split', got {algorithm!r}")
+    split_boundaries(problem.k.shape[2], num_splits, block_k)  # raises on a bad block_k or num_splits
     sigma, s_max = _row_stats(problem, policy)  # (B, Hq, Sq, 1)
     u_acc, u_sm, u_in, u_out = (_u(f) for f in (policy.accumulate, policy.softmax, policy.matmul_input, policy.output))
     sk = problem.k.shape[2]
