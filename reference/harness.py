@@ -46,7 +46,7 @@ from attnspec.spec.split_kv import combine, split_boundaries, split_partials
 from .bounds import attention_error_bound
 from .cases import OPS, Case, build_case, conformance_cases, edge_params
 from .conformance import Kernel, KernelOutput, as_kernel, call_kernel, load_impl
-from .oracle import oracle_from_problem
+from .oracle import OracleResult, oracle_from_problem
 from .tolerances import (RULES, FlashMLAComparator, FlashRule, LseRule, Verdict, judge_against, lse_bound, mixed_policy,
                          naive_policy)
 
@@ -67,7 +67,7 @@ class Expected:
     lse: np.ndarray  # gold LSE (B, Hq, Sq); -inf on rows without an admissible key
     out_bound: np.ndarray  # |gold O - exact| bound, elementwise
     lse_bound: np.ndarray  # |gold LSE - exact| bound
-    out_tol: np.ndarray  # FlashAttention-rule tolerance per row (B, Hq, Sq)
+    out_tol: np.ndarray  # FlashAttention-rule tolerance: 0-d (scope "tensor") or per row (B, Hq, Sq)
     lse_err_bound: np.ndarray  # B_lse of an FP32 FlashAttention (B, Hq, Sq)
     v_max: float  # max |V| over keys that exist, for the FlashMLA comparator's abs_tol
     gold_source: str
@@ -87,13 +87,19 @@ def gold_result(problem: AttentionProblem, gold: str = "fp64") -> tuple[np.ndarr
     """Return (out, lse, out bound, lse bound, source) of the gold for a problem (empty rows: lse -inf)."""
     require(gold in GOLDS, ConventionError, f"gold: expected one of {GOLDS}, got {gold!r}")
     if gold == "oracle":
-        r = oracle_from_problem(problem)
-        out, lse = r.out, r.lse
-        half_ulp = lambda x: np.where(np.isfinite(x), ulp(np.where(np.isfinite(x), x, 0.0), Format.FP64) / 2, 0.0)
-        return out, lse, half_ulp(out), half_ulp(lse), "mpmath interval oracle, correctly rounded to binary64"
+        return oracle_gold(oracle_from_problem(problem))
     result = softmax_attention(problem, POLICY_FP64)
     out_bound, lse_bound_ = attention_error_bound(problem, POLICY_FP64, algorithm="naive")
     return result.out, result.lse, out_bound, lse_bound_, "binary64 definition with its a-priori error bound"
+
+
+def oracle_gold(r: OracleResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Return (out, lse, half-ulp bounds, source) of the oracle's results correctly rounded to binary64."""
+    def half_ulp(x: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(x)
+        return np.where(finite, ulp(np.where(finite, x, 0.0), Format.FP64) / 2, 0.0)
+
+    return r.out, r.lse, half_ulp(r.out), half_ulp(r.lse), "mpmath interval oracle, correctly rounded to binary64"
 
 
 def scale_orderings(problem: AttentionProblem, fmt: Format) -> dict[str, AttentionProblem]:

@@ -61,11 +61,12 @@ import numpy as np
 
 from attnspec import SPEC_VERSION
 from attnspec.registry import Outcome, check as register_check
+from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
 from attnspec.spec.errors import VectorFileError, require
-from attnspec.spec.formats import Format, from_bits, get_format, to_bits
+from attnspec.spec.formats import Format, from_bits, get_format, round_to, to_bits
 
 from .cases import Case, PagedInputs, build_case, paged_case, vector_params
-from .harness import CheckReport, Expected, evaluate, expected_from_gold, resolve_kernel
+from .harness import CheckReport, Expected, evaluate, expected_from_gold, oracle_gold, resolve_kernel
 from .oracle import oracle_from_problem
 from .tolerances import FlashRule, LseRule
 
@@ -93,16 +94,13 @@ def oracle_row(op: str, case: Case, extras: dict | None = None) -> VectorRow:
     """Return the row of ``case`` with its gold from the mpmath oracle (correctly rounded, certified)."""
     problem = case.problem()
     r = oracle_from_problem(problem)
-    half_ulp = lambda x: np.where(np.isfinite(x), np.abs(x) * 2.0 ** -53, 0.0)
-    expected = expected_from_gold(case, op, problem, r.out, r.lse, half_ulp(r.out), half_ulp(r.lse),
-                                  "mpmath interval oracle (reference/oracle.py), correctly rounded")
+    expected = expected_from_gold(case, op, problem, *oracle_gold(r))
     return VectorRow(op, case, expected, r.rounded(case.fmt)[0], r.rounded(Format.FP32)[1], r.out_mp, r.lse_mp,
                      extras or {})
 
 
 def expected_row(op: str, case: Case, expected: Expected) -> VectorRow:
     """Return the row of ``case`` for an already computed Expected (a saved failure: the binary64 gold)."""
-    from attnspec.spec.formats import round_to
     return VectorRow(op, case, expected, round_to(expected.out, case.fmt), round_to(expected.lse, Format.FP32),
                      expected.out, expected.lse, {})
 
@@ -283,7 +281,6 @@ def amla_rows(level: str) -> list[VectorRow]:
                             head_dim_v=amla.config.kv_lora_rank)  # a dense cache is one page per sequence
         params = {"seed": int(amla.seed), "name": amla.name, "amla_block_k": int(amla.block_k)}
         case = paged_case("amla_named", params, Format.BF16, paged, scale=float(amla.scale), causal=bool(amla.causal))
-        from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
         cann = np.swapaxes(amla_from_problem(case.problem(), "cann", POLICY_AMLA, amla.block_k)[0], 1, 2)
         rows.append(oracle_row("amla", case, {"out_amla_cann": (cann, Format.BF16)}))
     return rows
