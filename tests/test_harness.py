@@ -165,3 +165,10 @@ def test_evaluate_with_the_oracle_gold():
                                           "scale_factor": 1.0})
     assert evaluate(CORRECT["spec_flash"].kernel, case, "attention", gold="oracle").ok
     assert not evaluate(MUTANTS["missing_scale"].kernel, case, "attention", gold="oracle").ok
+
+
+def test_cases_property_has_a_mutant():
+    """The property above fails for a kernel that takes every convention: cases then use them."""
+    everything = as_kernel(lambda q, k, v, **conventions: q)
+    find(conformance_cases("attention", everything, "fp32"),
+         lambda case: not set(case.conventions) <= {"scale", "causal", "causal_alignment"})
