@@ -25,13 +25,14 @@ non-saturating mode do; ``saturate=True`` clamps to +-max_finite instead.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
 import ml_dtypes
 import numpy as np
 
-from .errors import DomainError, FormatError, require
+from .errors import DomainError, FormatError, ShapeError, require
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,10 @@ def as_float64(x, name: str = "x") -> np.ndarray:
 
     Integer arrays are accepted when every element is exactly representable (|x| <= 2**53).
     """
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except ValueError as exc:  # a ragged nested list
+        raise ShapeError(f"{name}: expected a rectangular array, got {type(x).__name__} ({exc})") from None
     if a.dtype == np.float64:
         return a
     if a.dtype in _BY_DTYPE or a.dtype == np.bool_:
@@ -191,6 +195,8 @@ def round_exact(value: "Fraction | int", fmt: "Format | str", *, saturate: bool 
     the way the high-precision oracle rounds its results without a second rounding.
     """
     info = get_format(fmt).info
+    require(not isinstance(value, float) or math.isfinite(value), DomainError,
+            f"value: expected a finite rational, got {value!r}")
     v = Fraction(value)
     if v == 0:
         return 0.0

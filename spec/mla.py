@@ -85,7 +85,7 @@ from .errors import ConventionError, DomainError, ShapeError, require
 from .flash import flash_from_problem
 from .formats import Format, as_float64, require_finite, round_to
 from .paged import gather_paged
-from .policy import PrecisionPolicy
+from .policy import PrecisionPolicy, require_policy
 from .problem import AttentionProblem, attention_problem
 from .rope import Yarn, apply_rope, rope_angles, rope_frequencies
 
@@ -232,6 +232,7 @@ def check_weights(weights: MLAWeights, config: MLAConfig) -> None:
 
 def gemm(a, b, policy: PrecisionPolicy) -> np.ndarray:
     """Return a @ b as a stored activation: operands cast to matmul_input, dots rounded into accumulate, result cast back."""
+    require_policy(policy)
     return policy.to_input(policy.matmul(policy.to_input(a), policy.to_input(b)))
 
 
