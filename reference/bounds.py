@@ -144,15 +144,17 @@ def attention_error_bound(problem: AttentionProblem, policy: PrecisionPolicy, *,
            + (blocks - 1) * (t_exp + 2 * max(_t(u_acc), _t(u_sm))) + _t(u_sm) * 2 * s_max)  # step 6
     if algorithm == "naive":
         tau = tau + _t(u_sm) + _t(u_in)  # the normalised weights p/l are rounded, then cast
-    eps = np.expm1(tau)
-    lemma = 2 * eps / (1 - eps)
-    lse_err = (eps / (1 - eps) + (_EXP64 + u_sm) * (log_sk + eps / (1 - eps))
+    # The lemma needs eps < 1; beyond that the a-priori analysis says nothing: the bound is +inf.
+    eps = np.where(tau < np.log(2), np.expm1(np.minimum(tau, np.log(2))), np.inf)
+    rel = np.where(eps < 1, eps / np.where(eps < 1, 1 - eps, 1.0), np.inf)  # eps / (1 - eps)
+    lemma = 2 * rel
+    lse_err = (rel + (_EXP64 + u_sm) * (log_sk + rel)
                + u_sm * (s_max + log_sk + 1))  # LSE paragraph of the module docstring
     if algorithm != "split":
         final = (1 + u_sm) * (1 + u_acc) * (1 + u_out) - 1  # step 7
-        out_rel = lemma + final * (1 + eps) / (1 - eps)
+        out_rel = lemma + final * (1 + rel) * (1 + eps)
     else:
-        partial = lemma + ((1 + u_sm) * (1 + u_acc) - 1) * (1 + eps) / (1 - eps)  # partials stay in accumulate
+        partial = lemma + ((1 + u_sm) * (1 + u_acc) - 1) * (1 + rel) * (1 + eps)  # partials stay in accumulate
         spread = 2 * (s_max + log_sk)  # |lse_s - shift| and |lse_s - lse| are at most this
         lse_comb = (lse_err + u_sm * spread + t_exp + _t(_gamma(num_splits, u_sm))
                     + (_EXP64 + u_sm) * math.log(num_splits) + u_sm * (s_max + log_sk + 1))

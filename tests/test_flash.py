@@ -188,3 +188,10 @@ def test_empty_and_single_block_edges():
         bound, _ = attention_error_bound(problem, POLICIES["fp32"], block_k=4)
         assert not exceeds(got.out, exact.out, bound).any()
         assert (sk == 0) == bool(np.all(got.lse == -np.inf))
+
+
+def test_bound_is_infinite_when_the_error_budget_is_exhausted():
+    """The lemma needs eps < 1; past that the a-priori bound must say 'anything' (+inf), never a negative number."""
+    big = np.full((1, 1, 1, 64), 200.0)
+    out_b, lse_b = attention_error_bound(attention_problem(big, big, np.ones((1, 1, 1, 2))), POLICIES["fp16"])
+    assert np.all(out_b == np.inf) and np.all(lse_b == np.inf)
