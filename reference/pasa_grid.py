@@ -378,7 +378,7 @@ def main(argv: list[str]) -> int:
     """Run ``attnspec report pasa-grid``; exit 1 when an overflow claim fails, 2 on bad arguments."""
     parser = argparse.ArgumentParser(prog="attnspec report pasa-grid", description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="the script's shapes: 28 q heads, 4 kv heads, "
-                                                            "d 128, S 1407 (hours on 2 cores)")
+                                                            "d 128, S 1407 (most of a day on 2 cores)")
     for name, default in asdict(DEFAULT_SHAPE).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
                             help=f"override the shape (default {default}, --full {getattr(FULL_SHAPE, name)})")
@@ -397,7 +397,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     base = FULL_SHAPE if args.full else DEFAULT_SHAPE
     shape = GridShape(**{k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in asdict(base).items()})
-    if args.png and importlib.util.find_spec("matplotlib") is None:  # fail before hours of work, not after
+    for flag in ("json", "csv", "png"):  # fail before hours of work, not after
+        path = getattr(args, flag)
+        require(path is None or os.path.isdir(os.path.dirname(os.path.abspath(path))), DomainError,
+                f"--{flag}: expected a file in an existing directory, got {path!r}")
+    if args.png and importlib.util.find_spec("matplotlib") is None:
         print("attnspec report pasa-grid: --png needs matplotlib: pip install 'attnspec[plot]'", file=sys.stderr)
         return 2
     cols = columns(args.beta or DEFAULT_BETAS, not args.no_author)

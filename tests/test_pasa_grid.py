@@ -78,3 +78,11 @@ def test_registered_tool_and_check():
 
 def test_default_betas_are_the_fixed_points():
     assert pasa_grid.DEFAULT_BETAS == (0.9375, 0.968994140625, 0.9844970703125)
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path):
+    from attnspec.spec.errors import DomainError
+    with pytest.raises(DomainError, match="--json"):
+        pasa_grid.main(TINY + ["--json", str(tmp_path / "missing" / "g.json")])
+    with pytest.raises(DomainError, match="kv heads"):
+        pasa_grid.main(["--q-heads", "3", "--kv-heads", "2"])
