@@ -32,8 +32,11 @@ row sum, Q_B the bound on the GEMM's q operand, and every proof in ``proofs/pasa
             + three half-ulps                                             (lemma reference_error)
 5. |r*_j - R*_j| <= D = |a - n b'| d Q_B 2 A_k (the bias cancels)          (lemma offset_bound)
    Delta = fl(fl(r - R) gamma) <= fl(fl(D + E_r + E_R(j)) gamma);
-   delta = fl(gamma fl(R_old - R)) <= fl(gamma fl(D/(j+1) + E_R(j-1) + E_R(j)))   (lemma rebase_bound)
-6. m: |fl(m~ + Delta)| <= fl(S_B + Delta_B), |m_new| <= max(that, fl(M_B(j-1) + delta_B)).
+   delta = fl(gamma fl(R_old - R)) <= fl(gamma fl(D/(j+1) + E_R(j-1) + E_R(j)))   (lemma rebase_identity)
+6. m: the running max is the max over t <= j of the candidate of block t carried over the
+   later re-basings (lemma max_commutes), which is m~_t + gamma (r_t - R_j) plus the rounding
+   errors of Delta_t, of every delta and of every addition (lemma telescoping_errors), and
+   |r_t - R_j| <= D + E_r + E_R(j) as in 5. So |m| <= fl(S_B + gamma (D + E_r + E_R(j)) + errors).
 7. Every rescale exponent is <= 0 (attnspec ordering; lemma exponent_order), so each factor
    is in [0, 1]: l <= fl(l + n_j) per block, |P V| <= fl(n_j V), |O| <= fl(|O| + |P V|)
    (lemma state_bounds), and l >= 1 for a row with an admitted key, so |O/l| <= |O|.
