@@ -142,7 +142,8 @@ def matmul_rounded(a: np.ndarray, b: np.ndarray, fmt: Format, accumulation: Accu
         return approx
     magnitude = np.matmul(np.abs(a), np.abs(b))
     return _certify(approx, magnitude, a.shape[-1], fmt,
-                    lambda idx: _exact_dot(a[idx[:-1]], b[idx[:-2] + (slice(None), idx[-1])]))
+                    lambda idx: _exact_dot(a[idx[:-1]], b[idx[:-2] + (slice(None), idx[-1])]),
+                    lambda und: _exact_products(a[und[:-1]], np.swapaxes(b, -1, -2)[und[:-2] + und[-1:]]))
 
 
 def sum_rounded(x: np.ndarray, axis: int, fmt: Format, accumulation: Accumulation = "exact") -> np.ndarray:
@@ -158,7 +159,7 @@ def sum_rounded(x: np.ndarray, axis: int, fmt: Format, accumulation: Accumulatio
     if fmt is Format.FP64:
         return np.expand_dims(approx, axis)
     magnitude = np.abs(moved).sum(axis=-1)
-    out = _certify(approx, magnitude, moved.shape[-1], fmt, lambda idx: _exact_sum(moved[idx]))
+    out = _certify(approx, magnitude, moved.shape[-1], fmt, lambda idx: _exact_sum(moved[idx]), lambda und: moved[und])
     return np.expand_dims(out, axis)
 
 
@@ -187,6 +188,33 @@ def _float_sum_if_exact(terms: list[float]) -> Fraction | None:
     if math.isfinite(s) and math.fsum(terms + [-s]) == 0.0:
         return Fraction(s)
     return None
+
+
+def _exact_products(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return x * y elementwise, with NaN wherever the binary64 product is not exact (Dekker's TwoProduct)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = x * y
+        (xh, xl), (yh, yl) = _split(x), _split(y)
+        err = ((xh * yh - p) + xh * yl + xl * yh) + xl * yl
+    return np.where(err == 0, p, np.nan)
+
+
+def _sum_if_exact(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (left-to-right binary64 sums of the rows of ``terms``, whether no addition rounded).
+
+    Knuth's TwoSum gives each addition's rounding error exactly; a row whose every error is 0
+    (and whose terms are finite) was summed exactly, so its sum is the exact value.
+    """
+    total = np.zeros(terms.shape[0])
+    exact = np.all(np.isfinite(terms), axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(terms.shape[1]):
+            x = terms[:, k]
+            new = total + x
+            back = new - total
+            exact &= ((total - (new - back)) + (x - back)) == 0
+            total = new
+    return total, exact
 
 
 def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -223,14 +251,15 @@ def _exact_sum(x: np.ndarray) -> "Fraction | float":
     return fast if fast is not None else _dyadic_sum(v.as_integer_ratio() for v in terms)
 
 
-def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Format, exact) -> np.ndarray:
+def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Format, exact, terms) -> np.ndarray:
     """Round ``approx`` into ``fmt`` where its error bound allows; compute the rest exactly.
 
     ``magnitude`` is fl(sum |x_i|). With gamma = (n-1)u/(1-(n-1)u), the true sum lies within
     gamma/(1-gamma) * magnitude of ``approx`` (the extra factor covers the rounding of
     ``magnitude`` itself); the 1 + 2**-50 slack covers the float64 evaluation of the radius.
     Where both ends of that interval round to the same value, that value is the correctly
-    rounded exact sum (rounding is monotone).
+    rounded exact sum (rounding is monotone). The rest is summed exactly: by a vectorised
+    error-free pass where binary64 holds the sum, else element by element in rationals.
     """
     nu = max(n_terms - 1, 1) * _U64
     gamma = nu / (1 - nu)
@@ -239,8 +268,14 @@ def _certify(approx: np.ndarray, magnitude: np.ndarray, n_terms: int, fmt: Forma
         lo = round_to(approx - radius, fmt)
         hi = round_to(approx + radius, fmt)
     out = lo.copy()
-    undecided = np.argwhere(~((lo == hi) | (np.isnan(lo) & np.isnan(hi))))
-    for idx in map(tuple, undecided):
+    undecided = np.nonzero(~((lo == hi) | (np.isnan(lo) & np.isnan(hi))))
+    if undecided[0].size == 0:
+        return out
+    # Most undecided elements are exact ties whose terms add up in binary64 without rounding:
+    # decide those in one vectorised pass (``terms`` gives their exact float64 terms, NaN if inexact).
+    sums, exact_in_binary64 = _sum_if_exact(terms(undecided))
+    out[undecided] = np.where(exact_in_binary64, round_to(sums, fmt), out[undecided])
+    for idx in zip(*(u[~exact_in_binary64] for u in undecided)):
         value = exact(idx)
         out[idx] = round_to(value, fmt) if isinstance(value, float) else round_exact(value, fmt)
     return out
