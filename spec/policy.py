@@ -158,9 +158,10 @@ def sum_rounded(x: np.ndarray, axis: int, fmt: Format, accumulation: Accumulatio
     approx = moved.sum(axis=-1)
     if fmt is Format.FP64:
         return np.expand_dims(approx, axis)
-    magnitude = np.abs(moved).sum(axis=-1)
-    out = _certify(approx, magnitude, moved.shape[-1], fmt, lambda idx: _exact_sum(moved[idx]), lambda und: moved[und])
-    return np.expand_dims(out, axis)
+    rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])  # (rows, n): a 1-D x is one row
+    out = _certify(approx.reshape(-1), np.abs(rows).sum(axis=-1), rows.shape[-1], fmt,
+                   lambda idx: _exact_sum(rows[idx]), lambda und: rows[und])
+    return np.expand_dims(out.reshape(moved.shape[:-1]), axis)
 
 
 def _dyadic_sum(terms) -> Fraction:
