@@ -344,7 +344,7 @@ def next_up(x, fmt: "Format | str") -> np.ndarray:
 
 def next_down(x, fmt: "Format | str") -> np.ndarray:
     """Return the greatest value of ``fmt`` less than x (IEEE nextDown = -nextUp(-x))."""
-    return -next_up(-as_float64(x), fmt)
+    return -next_up(-require_representable(x, fmt, "x"), fmt)  # checked before negating: the message shows x
 
 
 def require_finite(x: np.ndarray, name: str) -> None:

@@ -259,7 +259,7 @@ def validate_tokens(x, config: MLAConfig, positions) -> tuple[np.ndarray, np.nda
 
 def rope_rotate(x: np.ndarray, positions: np.ndarray, config: MLAConfig, policy: PrecisionPolicy) -> np.ndarray:
     """Return x (B, S, ..., rope) rotated at ``positions`` (B, S), in the softmax (vector) format."""
-    fmt = policy.softmax
+    fmt = require_policy(policy).softmax
     angles = rope_angles(positions, config.rope_frequencies(fmt), fmt=fmt)  # (B, S, rope/2)
     angles = angles.reshape(angles.shape[:2] + (1,) * (x.ndim - 3) + angles.shape[2:])  # broadcast over heads
     return policy.to_input(apply_rope(policy.to_softmax(x), angles, fmt=fmt))
