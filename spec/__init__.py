@@ -11,6 +11,11 @@ Imports only numpy, ml-dtypes, the standard library and itself. One operation pe
 - ``flash``     FlashAttention-2's online-softmax recurrence
 - ``split_kv``  flash-decoding partials and the LSE combine
 - ``paged``     paged KV caches
+- ``rope``      rotary embeddings on interleaved pairs, with YaRN
+- ``mla``       DeepSeek MLA: naive, absorbed, and the FlashMLA/AMLA kernel view
+- ``amla``      AMLA, Huawei's Ascend MLA kernel (the exponent-add rescale), with named variants
+- ``pasa``      PASA, pseudo-average shifting attention in FP16, with named variants
+- ``pasa_beta`` PASA's rounding-aware choice of beta (the fixed points)
 """
 
 from .attention import POLICY_FP64, AttentionResult, attention
