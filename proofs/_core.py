@@ -15,7 +15,9 @@ Solver: z3-solver 5.4.1.0, pinned in pyproject.toml. Every call gets a timeout (
 30 s, or the theorem's own ``timeout_s``) and a fixed random seed, so a run is repeatable.
 ``$ATTNSPEC_PROOF_TIMEOUT_S`` (seconds, at least 0.001), when set, replaces every theorem's
 timeout: raise it on a slow machine, lower it to see what gives up first. A bad value is a
-DomainError (``attnspec prove`` exits 2); the solver is never run without a timeout. Quirks relied on: ``fpToIEEEBV``
+DomainError (``attnspec prove`` exits 2); the solver is never run without a timeout. Quirk:
+z3 looks at its timer between search steps, so a call can overrun it (under a 1 ms timeout,
+``online_softmax.unrolled`` still spends ~5 s simplifying before it answers ``unknown``). Quirks relied on: ``fpToIEEEBV``
 knows one NaN encoding only (Z3 docs), so theorems about bit patterns state NaN cases
 through ``fpIsNaN`` rather than through bits.
 """
