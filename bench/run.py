@@ -76,12 +76,13 @@ def bench_decode(repeat: int) -> list[common.Row]:
     rows = []
     for f in ("bf16", "fp32"):
         result = call[f]()
-        note = (f"{1e3 * times[f]:.0f} ms vs {1e3 * times['numpy']:.0f} ms; attention_problem alone "
-                f"{times['problem'] / times['numpy']:.2f}x; {result.summary()}")
-        rows.append(common.Row("a", f"decode S_k=4096, {f} out: time vs numpy fp64", times[f] / times["numpy"], 3, "x",
-                               note=note, data={"seconds": times[f], "numpy_seconds": times["numpy"],
-                                                "problem_seconds": times["problem"], "refined_rows": result.refined_rows,
-                                                "fallback_out": result.fallback_out, "fallback_lse": result.fallback_lse}))
+        wall, cpu = times[f].wall / times["numpy"].wall, times[f].cpu / times["numpy"].cpu
+        note = (f"{1e3 * times[f].wall:.0f} ms vs {1e3 * times['numpy'].wall:.0f} ms; CPU-time ratio {cpu:.2f}x; "
+                f"attention_problem alone {times['problem'].wall / times['numpy'].wall:.2f}x; {result.summary()}")
+        rows.append(common.Row("a", f"decode S_k=4096, {f} out: time vs numpy fp64", wall, 3, "x", note=note,
+                               data={"seconds": times[f].wall, "numpy_seconds": times["numpy"].wall, "cpu_ratio": cpu,
+                                     "problem_seconds": times["problem"].wall, "refined_rows": result.refined_rows,
+                                     "fallback_out": result.fallback_out, "fallback_lse": result.fallback_lse}))
     out, lse = numpy_attention(q, k, v, scale)
     io = common.nbytes(q, k, v, out, lse)
     inputs = common.nbytes(q, k, v)
@@ -108,11 +109,11 @@ def bench_mpmath() -> list[common.Row]:
     fast = common.interleaved({"certified": lambda: certified.certified_attention(q, k, v, causal=True, fmt="fp32")}, 5)
     result = certified.certified_attention(q, k, v, causal=True, fmt="fp32")
     agree = np.array_equal(result.out, exact[0]) and np.array_equal(result.lse, exact[1])
-    speedup = oracle_s / fast["certified"]
+    speedup = oracle_s / fast["certified"].wall
     return [common.Row("b", "certified vs mpmath oracle, fp32 out: speed-up", speedup, 100, "x", higher_is_better=True,
-                       note=f"{shape}, causal; mpmath {oracle_s:.1f} s, certified {1e3 * fast['certified']:.1f} ms; "
+                       note=f"{shape}, causal; mpmath {oracle_s:.1f} s, certified {1e3 * fast['certified'].wall:.1f} ms; "
                             f"identical results: {agree}; {result.summary()}",
-                       data={"shape": shape, "oracle_seconds": oracle_s, "certified_seconds": fast["certified"],
+                       data={"shape": shape, "oracle_seconds": oracle_s, "certified_seconds": fast["certified"].wall,
                              "identical": agree})]
 
 
@@ -149,12 +150,13 @@ def bench_emulations(repeat: int) -> list[common.Row]:
     for name, (run, policy) in _emulations().items():
         times = common.interleaved({"dense": lambda: softmax_attention(problem, policy), "emulation": lambda: run(problem)},
                                    repeat)
-        rows.append(common.Row("c", f"{name} vs dense, same policy", times["emulation"] / times["dense"], 5, "x",
-                               note=f"B,Hq,Sq,Sk,D={shape}; {1e3 * times['emulation']:.0f} ms vs "
-                                    f"{1e3 * times['dense']:.0f} ms ({policy.name}); native numpy float32 dense "
-                                    f"{1e3 * native['float32']:.1f} ms (emulation / native {times['emulation'] / native['float32']:.0f}x)",
-                               data={"seconds": times["emulation"], "dense_seconds": times["dense"],
-                                     "native_float32_seconds": native["float32"]}))
+        emulation, dense, floor = times["emulation"].wall, times["dense"].wall, native["float32"].wall
+        rows.append(common.Row("c", f"{name} vs dense, same policy", emulation / dense, 5, "x",
+                               note=f"B,Hq,Sq,Sk,D={shape}; {1e3 * emulation:.0f} ms vs {1e3 * dense:.0f} ms "
+                                    f"({policy.name}); CPU-time ratio {times['emulation'].cpu / times['dense'].cpu:.2f}x; "
+                                    f"native numpy float32 dense {1e3 * floor:.1f} ms (emulation / native "
+                                    f"{emulation / floor:.0f}x)",
+                               data={"seconds": emulation, "dense_seconds": dense, "native_float32_seconds": floor}))
     return rows
 
 
@@ -189,20 +191,24 @@ def scaling(fmt: str, lengths: list[int], repeat: int) -> dict:
         times = common.interleaved({"certified": call, "numpy": lambda: numpy_attention(q, k, v, DEEPSEEK_SCALE)},
                                    repeat)
         peak = common.peak_bytes(call)
-        points.append({"sk": sk, "seconds": times["certified"], "numpy_seconds": times["numpy"], "peak_bytes": peak,
-                       "inputs_bytes": common.nbytes(q, k, v)})
-        print(f"  S_k={sk:>6}: certified {1e3 * times['certified']:8.1f} ms  numpy {1e3 * times['numpy']:7.1f} ms  "
+        points.append({"sk": sk, "seconds": times["certified"].wall, "cpu_seconds": times["certified"].cpu,
+                       "numpy_seconds": times["numpy"].wall, "numpy_cpu_seconds": times["numpy"].cpu,
+                       "peak_bytes": peak, "inputs_bytes": common.nbytes(q, k, v)})
+        print(f"  S_k={sk:>6}: certified {1e3 * times['certified'].wall:8.1f} ms wall {1e3 * times['certified'].cpu:8.1f} "
+              f"ms CPU; numpy {1e3 * times['numpy'].wall:7.1f} ms wall {1e3 * times['numpy'].cpu:7.1f} ms CPU; "
               f"peak {peak / 2**20:7.1f} MB", file=sys.stderr, flush=True)
     sks = [p["sk"] for p in points]
-    per_key = [p["seconds"] / p["sk"] for p in points]
-    leaves = next((p["sk"] for p, c in zip(points, per_key) if c > 1.5 * min(per_key)), None)
+    cpu = [p["cpu_seconds"] for p in points]
+    local = [common.loglog_slope(sks[i:i + 2], cpu[i:i + 2]) for i in range(len(points) - 1)]
+    upper = len(points) // 2
     return {"fmt": fmt, "points": points,
-            "time_exponent": common.loglog_slope(sks, [p["seconds"] for p in points]),
+            "time_exponent": common.loglog_slope(sks, cpu),
+            "time_exponent_upper_half": common.loglog_slope(sks[upper:], cpu[upper:]),
             "memory_exponent": common.loglog_slope(sks, [p["peak_bytes"] for p in points]),
-            "numpy_time_exponent": common.loglog_slope(sks, [p["numpy_seconds"] for p in points]),
-            "local_exponents": [common.loglog_slope(sks[i:i + 2], [p["seconds"] for p in points[i:i + 2]])
-                                for i in range(len(points) - 1)],
-            "leaves_linear_at": leaves}
+            "numpy_time_exponent": common.loglog_slope(sks, [p["numpy_cpu_seconds"] for p in points]),
+            "local_exponents": local,
+            "linear_from": next((sks[i] for i, x in enumerate(local) if 0.85 <= x <= 1.15), None),
+            "superlinear_from": next((sks[i] for i, x in enumerate(local) if x > 1.15 and sks[i] >= 4096), None)}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -220,10 +226,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.scaling:
         lengths = [2**i for i in range(10, int(math.log2(args.max_sk)) + 1)]
         report = scaling(args.fmt, lengths, max(2, args.repeat // 2))
-        print(f"time ~ S_k^{report['time_exponent']:.2f} (numpy fp64: S_k^{report['numpy_time_exponent']:.2f}), "
-              f"peak memory ~ S_k^{report['memory_exponent']:.2f}; local time exponents "
-              f"{', '.join(f'{x:.2f}' for x in report['local_exponents'])}; time per key exceeds 1.5x its minimum "
-              f"at S_k = {report['leaves_linear_at'] or 'none measured'}")
+        print(f"CPU time ~ S_k^{report['time_exponent']:.2f} over all points, S_k^"
+              f"{report['time_exponent_upper_half']:.2f} over the upper half (numpy fp64: S_k^"
+              f"{report['numpy_time_exponent']:.2f}); peak memory ~ S_k^{report['memory_exponent']:.2f}; local time "
+              f"exponents {', '.join(f'{x:.2f}' for x in report['local_exponents'])}; linear (0.85-1.15) from S_k = "
+              f"{report['linear_from']}, superlinear (> 1.15) from S_k = {report['superlinear_from']}")
         if args.json:
             common.write_json(args.json, {"scaling": report})
         return 0

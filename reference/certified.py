@@ -81,9 +81,9 @@ M_d >= sum_j p~_j |v_jd|:
     |l - s~|     <= dl   = sigma_s + theta s+  + u'(1 + 2^-20) H       + 2 n exp(EXP_MIN),
     |N_d - N~_d| <= dN_d = nu_d    + theta M_d + u'(1 + 2^-20) H V_d   + 2 n exp(EXP_MIN) V_d.
 
-Tier 1: s+ = s~ / (1 - gamma_{n-1}), sigma_s = gamma_{n-1} s+, M_d = s+ V_d (Hölder),
-nu_d = gamma_n M_d + n eta. Tier 2: s~ and N~ by split products (P in two slices), and
-M_d = fl(P |V|) / (1 - gamma_n) + n eta.
+V_d = max_j |v_jd| in both tiers. Tier 1: s+ = s~ / (1 - gamma_{n-1}), sigma_s = gamma_{n-1} s+,
+M_d = s+ V_d (Hölder), nu_d = gamma_n M_d + n eta. Tier 2: s~ and N~ by split products (P in
+two slices), s+ = s~ + sigma_s and M_d = fl(P |V|) / (1 - gamma_n) + n eta.
 
 *Output.* With O~_d = fl(N~_d / s~), valid when s~ > dl:
 
@@ -158,7 +158,7 @@ from attnspec.registry import Outcome, check
 from attnspec.spec.errors import FormatError, require
 from attnspec.spec.formats import Format, get_format, next_down, next_up, round_to
 from attnspec.spec.problem import AttentionProblem, attention_problem
-from attnspec.reference.oracle import DEFAULT_DPS, oracle_from_problem
+from attnspec.reference.oracle import DEFAULT_DPS, attention_oracle, oracle_from_problem
 from attnspec.reference.strategies import AttentionCase
 
 U = 2.0**-53  # unit roundoff of binary64
@@ -363,7 +363,7 @@ def _split(x: np.ndarray, beta: int, axis: int):
 
     ``mx`` (keepdims along ``axis``) is max |x| along ``axis`` and ``e`` the exponent with mx < 2^e.
     """
-    mx = np.max(np.abs(x), axis=axis, keepdims=True, initial=0.0)
+    mx = np.maximum(np.max(x, axis=axis, keepdims=True, initial=0.0), -np.min(x, axis=axis, keepdims=True, initial=0.0))
     e = np.frexp(mx)[1].astype(np.int64)
     sigma = np.ldexp(1.0, np.minimum(e, 900) + 53 - beta)  # the clamp only touches out-of-domain rows
     hi = x + sigma
@@ -388,15 +388,15 @@ def _split_terms(a: np.ndarray, b: np.ndarray, slices: int):
         head.append(hi)
         inside = inside & ((a_max == 0) | ((ea + eb - 2 * beta >= -1074) & (ea + eb + _ceil_log2(n) <= 1023)))
     parts = [hi @ b1 for hi in head]  # exact
-    b2_max = np.max(np.abs(b2), axis=-2, keepdims=True, initial=0.0)
+    b2_max = np.maximum(np.max(b2, axis=-2, keepdims=True, initial=0.0), -np.min(b2, axis=-2, keepdims=True, initial=0.0))
     norm = 1 / (1 - gamma(n))
     rest_norm = np.abs(rest).sum(axis=-1, keepdims=True) * norm  # >= ||rest||_1 per row
     tails, err = [], 0.0
     if b2_max.any():  # (a - rest) @ b2, with a - rest = sum(head) exactly
-        tails.append((a - rest) @ b2)
+        tails.append(_sparse_product(a - rest, b2, cols=b2_max[..., 0, :] > 0))
         err = (np.abs(a).sum(axis=-1, keepdims=True) * norm + rest_norm) * b2_max
     if rest_norm.any():
-        tails.append(rest @ b)
+        tails.append(_sparse_product(rest, b, rows=rest_norm[..., 0] > 0))
         err = err + rest_norm * b_max
     tail = 0.0
     if tails:
@@ -404,6 +404,23 @@ def _split_terms(a: np.ndarray, b: np.ndarray, slices: int):
         err = (gamma(n) * err + U1 * np.abs(tail) + 2 * n * ETA) * SLACK
     inside = inside & (eb <= 900)
     return parts, tail, np.where(inside, err, np.inf)
+
+
+def _sparse_product(a: np.ndarray, b: np.ndarray, rows=None, cols=None) -> np.ndarray:
+    """Return a @ b, multiplying only the ``rows`` of a and ``cols`` of b flagged (in any batch); the rest is 0.
+
+    A tail of the split is usually zero but in a few rows or columns (the elements with more
+    bits than the leading slice holds), so one small product replaces a full one.
+    """
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    lead = tuple(range(len(batch)))
+    r = np.arange(a.shape[-2]) if rows is None else np.flatnonzero(np.any(rows, axis=lead))
+    c = np.arange(b.shape[-1]) if cols is None else np.flatnonzero(np.any(cols, axis=lead))
+    if 2 * r.size * c.size > a.shape[-2] * b.shape[-1]:
+        return a @ b
+    out = np.zeros(batch + (a.shape[-2], b.shape[-1]))
+    out[..., r[:, None], c] = a[..., r, :] @ b[..., c]
+    return out
 
 
 def _split_product(a: np.ndarray, b: np.ndarray, slices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -539,8 +556,37 @@ def _logits_precise(rows: _Rows):
     return x, x_lo, e
 
 
-def _evaluate(rows: _Rows, precise: bool, empty_lse: float) -> _Enclosure:
-    """Return the enclosures of O and LSE for every row (tier 2 when ``precise``, else tier 1)."""
+def _column_max(v: np.ndarray) -> np.ndarray:
+    """Return max_j |v_jd| over the keys of each column, (..., 1, Dv), without a temporary |v|."""
+    return np.maximum(np.max(v, axis=-2, keepdims=True, initial=0.0), -np.min(v, axis=-2, keepdims=True, initial=0.0))
+
+
+def _precise_numerator(p: np.ndarray, v: np.ndarray, need: np.ndarray | None):
+    """Return (N~, nu, M, V) of tier 2: P V by split products, its bound, M >= P |V| and V_d = max_j |v_jd|.
+
+    With ``need`` (B, Hkv, R, Dv) flagging at most 1/64 of the outputs, only those are computed, each as its own
+    1 x Sk by Sk x 1 split product; the others get N~ = NaN and nu = inf.
+    """
+    sk = v.shape[-2]
+    if need is None or 64 * need.sum() > need.size:
+        num, nu = _split_product(p, v, slices=2)  # (B, Hkv, R, Dv)
+        return num, nu, (p @ np.abs(v)) / (1 - gamma(sk)) + sk * ETA, _column_max(v)
+    b, g, r, d = np.nonzero(need)
+    pe, ve = p[b, g, r], np.swapaxes(v, -1, -2).copy()[b, g, d]  # (E, Sk) each: P's row and V's column of a pair
+    num_e, nu_e = _split_product(pe[:, None, :], ve[:, :, None], slices=2)  # (E, 1, 1)
+    fields = [np.full(need.shape, fill) for fill in (np.nan, np.inf, np.inf, np.inf)]
+    values = (num_e[:, 0, 0], nu_e[:, 0, 0], np.einsum("ej,ej->e", pe, np.abs(ve)) / (1 - gamma(sk)) + sk * ETA,
+              np.max(np.abs(ve), axis=-1, initial=0.0))
+    for field, value in zip(fields, values):
+        field[b, g, r, d] = value
+    return tuple(fields)
+
+
+def _evaluate(rows: _Rows, precise: bool, empty_lse: float, need: np.ndarray | None = None) -> _Enclosure:
+    """Return the enclosures of O and LSE for every row (tier 2 when ``precise``, else tier 1).
+
+    ``need`` (tier 2 only) flags the outputs to compute; the others get an infinite radius.
+    """
     sk = rows.k.shape[-2]
     x, x_lo, e = (_logits_precise if precise else _logits_fast)(rows)
     if not rows.allowed.all():
@@ -564,15 +610,13 @@ def _evaluate(rows: _Rows, precise: bool, empty_lse: float) -> _Enclosure:
     h = 0.0
     if t_lo is None:
         h = -np.einsum("...j,...j->...", p, tc)[..., None] / (1 - gamma(sk))  # H >= sum p |t|, (B, Hkv, R, 1)
-    v_max = np.maximum(np.max(rows.v, axis=-2, keepdims=True, initial=0.0),
-                       -np.min(rows.v, axis=-2, keepdims=True, initial=0.0))  # (B, Hkv, 1, Dv)
     # Sums (module docstring, "Sums").
     if precise:
-        num, nu = _split_product(p, rows.v, slices=2)  # (B, Hkv, R, Dv)
         s, sigma_s = _split_product(p, np.ones(rows.v.shape[:-1] + (1,)), slices=2)  # (B, Hkv, R, 1)
         s_up = s + sigma_s
-        m_abs = (p @ np.abs(rows.v)) / (1 - gamma(sk)) + sk * ETA  # >= sum_j p_j |v_jd|
+        num, nu, m_abs, v_max = _precise_numerator(p, rows.v, need)
     else:
+        v_max = _column_max(rows.v)  # (B, Hkv, 1, Dv)
         num = p @ rows.v  # (B, Hkv, R, Dv)
         s = p.sum(axis=-1, keepdims=True)
         s_up = s / (1 - gamma(sk - 1))
@@ -686,18 +730,23 @@ def certified_from_problem(problem: AttentionProblem, *, fmt: "Format | str | No
         refined = int(bad.sum())
         for b, g in sorted({(int(i), int(j)) for i, j, _ in np.argwhere(bad)}):
             idx = np.flatnonzero(bad[b, g])
+            need = ~ok_out[b, g, idx][None, None]  # (1, 1, rows, Dv)
             with np.errstate(all="ignore"):
-                sub = _evaluate(rows.subset(b, g, idx), precise=True, empty_lse=problem.empty_lse)
-            for name in ("out", "out_rad", "lse", "lse_rad"):
-                getattr(enc, name)[b, g, idx] = getattr(sub, name)[0, 0]
+                sub = _evaluate(rows.subset(b, g, idx), precise=True, empty_lse=problem.empty_lse, need=need)
+            better = need[0, 0] & (sub.out_rad[0, 0] < enc.out_rad[b, g, idx])
+            enc.out[b, g, idx] = np.where(better, sub.out[0, 0], enc.out[b, g, idx])
+            enc.out_rad[b, g, idx] = np.where(better, sub.out_rad[0, 0], enc.out_rad[b, g, idx])
+            enc.lse[b, g, idx] = sub.lse[0, 0]
+            enc.lse_rad[b, g, idx] = sub.lse_rad[0, 0]
         if refined:
             out, ok_out, lse, ok_lse = _certify(enc, f)
         fallback = _fallback(problem, out, ok_out, lse, ok_lse, f, dps, strict, uncertified)
     shape = problem.q.shape[:3]
+    out_shape = shape + (problem.v.shape[3],)  # (B, Hq, Sq, Dv)
     return CertifiedResult(
-        out_mid=enc.out.reshape(shape + (-1,)), out_rad=enc.out_rad.reshape(shape + (-1,)),
+        out_mid=enc.out.reshape(out_shape), out_rad=enc.out_rad.reshape(out_shape),
         lse_mid=enc.lse.reshape(shape), lse_rad=enc.lse_rad.reshape(shape), fmt=f,
-        out=None if out is None else out.reshape(shape + (-1,)), lse=None if lse is None else lse.reshape(shape),
+        out=None if out is None else out.reshape(out_shape), lse=None if lse is None else lse.reshape(shape),
         refined_rows=refined, fallback_out=fallback[0], fallback_lse=fallback[1], fallback_rows=fallback[2],
         uncertified=tuple(uncertified))
 
@@ -869,8 +918,6 @@ def disagreement(case: AttentionCase, fmt: str, dps: int = DEFAULT_DPS) -> str |
     their sign; NaN equals NaN), and the exact value (the oracle's enclosure midpoint) inside
     every finite float64 enclosure.
     """
-    from attnspec.reference.oracle import attention_oracle
-
     got = certified_attention(case.q, case.k, case.v, fmt=fmt, dps=dps, **case.conventions)
     exact = attention_oracle(case.q, case.k, case.v, dps=dps, **case.conventions)
     out, lse = exact.rounded(fmt)

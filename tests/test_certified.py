@@ -207,3 +207,12 @@ def test_undecided_elements_are_passed_through_as_the_oracle_reports_them():
 def test_seeded_adversarial_set_is_nonempty_and_mixed():
     cases = adversarial_cases(range(1))
     assert len(cases) >= 20 and {fmt for _, fmt in cases} == set(FORMATS)
+
+
+@pytest.mark.parametrize("shapes", [((1, 2, 0, 3), (1, 1, 4, 3), (1, 1, 4, 2)),  # no queries
+                                    ((0, 2, 1, 3), (0, 1, 4, 3), (0, 1, 4, 2)),  # no batch
+                                    ((1, 2, 1, 3), (1, 1, 0, 3), (1, 1, 0, 2))])  # no keys: empty rows
+def test_degenerate_shapes(shapes):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(s) for s in shapes)
+    assert disagreement(AttentionCase(q, k, v), "fp16") is None
