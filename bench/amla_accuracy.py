@@ -46,7 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     inputs = [ReportInput(family, args.heads, sq, keys, args.seed + i, FAMILIES[family][0])
               for family in args.families for i, (sq, keys) in enumerate((s, k) for s in args.sq for k in args.lengths)]
     start = time.perf_counter()
-    report = run_report(args.seed, False, inputs)
+    report = None
+    for spec in inputs:  # one at a time, so that progress shows
+        part = run_report(args.seed, False, [spec])
+        entry = part["entries"][0]
+        print(f"{spec.name}: cann {entry['results']['cann']['rel_fro_fp32']:.3e}, fa "
+              f"{entry['results']['fa_bf16p']['rel_fro_fp32']:.3e} ({entry['seconds']:.0f} s)", file=sys.stderr)
+        if report is None:
+            report = part
+        else:
+            report["entries"] += part["entries"]
+            report["failures"] += part["failures"]
     print_table(report)
     print(f"\n{len(inputs)} inputs in {time.perf_counter() - start:.0f} s")
     if args.json is not None:
