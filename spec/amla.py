@@ -101,7 +101,6 @@ from .policy import PrecisionPolicy
 from .problem import AttentionProblem
 
 VARIANTS = ("cann", "exact_residual", "no_compensation", "ideal")
-BIT_TRICK_VARIANTS = ("cann", "exact_residual", "no_compensation")
 
 #: The kernel's precision: BF16 Q, K and P~, FP32 accumulator and vector unit, BF16 output.
 POLICY_AMLA = PrecisionPolicy(Format.BF16, Format.FP32, Format.FP32, Format.BF16, name="amla-bf16")
@@ -190,7 +189,10 @@ def round_half_away(x, fmt: "Format | str") -> np.ndarray:
 
 
 def round_half_away_int(x) -> np.ndarray:
-    """Return x rounded to an integer, ties away from zero (``CAST_ROUND``), as float64 (|x| < 2^52)."""
+    """Return x rounded to an integer, ties away from zero (``CAST_ROUND``), as float64.
+
+    Domain: FP32 values (|x| + 0.5 is then exact in binary64 or lands on no integer).
+    """
     x = np.asarray(x, dtype=np.float64)
     return np.copysign(np.floor(np.abs(x) + 0.5), x)
 
