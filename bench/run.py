@@ -178,25 +178,27 @@ def bench_tests() -> list[common.Row]:
     """(e): the test suite under the ci hypothesis profile, wall time."""
     seconds, done = _timed_command([sys.executable, "-m", "pytest", "-q"], {"ATTNSPEC_HYPOTHESIS_PROFILE": "ci"})
     last = (done.stdout.strip().splitlines() or ["no output"])[-1]
-    return [common.Row("e", "pytest, ci profile: wall time", seconds if done.returncode == 0 else math.nan, 600, "s",
+    return [common.Row("e", "pytest, ci profile: wall time", seconds, 600, "s",
                        note=f"exit {done.returncode}: {last}", data={"seconds": seconds, "exit": done.returncode})]
 
 
 def scaling(fmt: str, lengths: list[int], repeat: int) -> dict:
     """Return time and peak memory of the certified oracle (and of numpy fp64) against S_k at the decode shape."""
     points = []
+    target = None if fmt == "none" else fmt
     for sk in lengths:
         q, k, v = decode_inputs(sk)
-        call = lambda: certified.certified_attention(q, k, v, scale=DEEPSEEK_SCALE, fmt=fmt)  # noqa: E731
+        call = lambda: certified.certified_attention(q, k, v, scale=DEEPSEEK_SCALE, fmt=target)  # noqa: E731
         times = common.interleaved({"certified": call, "numpy": lambda: numpy_attention(q, k, v, DEEPSEEK_SCALE)},
                                    repeat)
         peak = common.peak_bytes(call)
+        tiers = call().summary()
         points.append({"sk": sk, "seconds": times["certified"].wall, "cpu_seconds": times["certified"].cpu,
                        "numpy_seconds": times["numpy"].wall, "numpy_cpu_seconds": times["numpy"].cpu,
-                       "peak_bytes": peak, "inputs_bytes": common.nbytes(q, k, v)})
+                       "peak_bytes": peak, "inputs_bytes": common.nbytes(q, k, v), "tiers": tiers})
         print(f"  S_k={sk:>6}: certified {1e3 * times['certified'].wall:8.1f} ms wall {1e3 * times['certified'].cpu:8.1f} "
               f"ms CPU; numpy {1e3 * times['numpy'].wall:7.1f} ms wall {1e3 * times['numpy'].cpu:7.1f} ms CPU; "
-              f"peak {peak / 2**20:7.1f} MB", file=sys.stderr, flush=True)
+              f"peak {peak / 2**20:7.1f} MB; {tiers}", file=sys.stderr, flush=True)
     sks = [p["sk"] for p in points]
     cpu = [p["cpu_seconds"] for p in points]
     local = [common.loglog_slope(sks[i:i + 2], cpu[i:i + 2]) for i in range(len(points) - 1)]
@@ -217,7 +219,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated benchmarks to run (default: all)")
     parser.add_argument("--repeat", type=int, default=7, help="interleaved repeats per timing (default 7)")
     parser.add_argument("--scaling", action="store_true", help="measure time and memory against S_k instead")
-    parser.add_argument("--fmt", default="bf16", help="output format for --scaling (default bf16)")
+    parser.add_argument("--fmt", default="none",
+                        help="output format for --scaling: none (the float64 enclosure, tier 1 only; default), "
+                             "bf16, fp16 or fp32 (certified rounding, with tiers 2 and 3 where needed)")
     parser.add_argument("--max-sk", type=int, default=65536, help="largest S_k for --scaling (default 65536)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
