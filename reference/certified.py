@@ -108,8 +108,8 @@ R^6/6! e^R), the table 2^(j/256) as T_HI + T_LO (double-double), and
 y = fl(T_HI + fl(T_LO + fl(T_HI p))). The contributions to the relative error, each
 derived in :func:`_exp_rel_bound`: the final addition (u), the inner products and sums
 (about 3 u R), the polynomial (Horner, gamma_6), the truncation, the reduction
-(u R + |k| (u |C_LO| + C_ERR)) and the dropped T_LO p term (u R). EXP_REL = 1.11 u; the
-largest error measured against mpmath (check ``certified-exp-kernel``) is 1.02 u.
+(u R + |k| (u |C_LO| + C_ERR)) and the dropped T_LO p term (u R). EXP_REL = 1.0096 u; the
+largest error measured against mpmath (check ``certified-exp-kernel``) is about 0.99 u.
 
 *Split product* (:func:`_split_terms`). For rows of A and columns of B, with
 beta = floor((53 - ceil(log2 n)) / 2), E_i the exponent with max_k |a_ik| < 2^E_i and
