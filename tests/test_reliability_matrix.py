@@ -101,13 +101,16 @@ class Defined:
 
 @dataclass(frozen=True)
 class Exits:
-    """A command exits with ``code``; stderr holds ``fragment`` and no traceback (one line when ``one_line``)."""
+    """A command exits with ``code``; ``stream`` holds ``fragment``, no traceback anywhere, one stderr line if ``one_line``."""
 
     code: int
     fragment: str
     one_line: bool = True
+    stream: str = "stderr"
 
     def result_cell(self) -> str:
+        if self.stream == "stdout":
+            return f"exit {self.code}, the report on stdout"
         return f"exit {self.code}" + (", one line on stderr" if self.one_line else ", argparse usage on stderr")
 
     def message_cell(self) -> str:
@@ -239,7 +242,8 @@ ENTRIES: dict[str, Callable] = {
     "reference.ep_dispatch.route": ep_dispatch.route,
     "reference.ep_dispatch.capacity": ep_dispatch.capacity,
 }
-CLI = ("attnspec verify", "attnspec prove", "attnspec report", "attnspec model", "attnspec bench")
+CLI = ("attnspec verify", "attnspec prove", "attnspec report", "attnspec model", "attnspec bench", "attnspec check",
+       "attnspec vectors")
 ATTENTION_LIKE = ("spec.attention.attention", "spec.flash.flash_attention", "spec.split_kv.split_kv_attention",
                   "reference.oracle.attention_oracle")
 
@@ -300,6 +304,12 @@ USER_MODULES = {
         raise ZeroDivisionError("user module fails at import")
     ''',
 }
+
+
+def in_tmp(fn: Callable[[str], Any]) -> Any:
+    """Return fn(a fresh temporary directory), removed afterwards (e.g. where `attnspec check` saves failures)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return fn(tmp)
 
 
 def failed_with(text: str) -> Callable[[Any], bool]:
@@ -780,6 +790,35 @@ ROWS: list[Row] = [
       Exits(2, "clock"), gap="hw_model/pipeline_tool.py main: exit 2, but the message names 'C1(1).duration', not --clock-ghz"),
     R(("attnspec model",), "other", "model serving --attention foo", lambda f: f("model", "serving", "--attention", "foo"),
       Exits(2, "argument --attention: invalid choice: 'foo'", one_line=False)),
+    R(("attnspec check",), "impl", "--impl of a module that does not exist",
+      lambda f: f("check", "--impl", "no_such_module_xyz:kernel"),
+      Exits(2, "ImplementationError: impl: cannot import module 'no_such_module_xyz'")),
+    R(("attnspec check",), "impl", "--impl of a function the module lacks", lambda f: f("check", "--impl", "attnspec_matrix_user:nope"),
+      Exits(2, "ImplementationError: impl: module 'attnspec_matrix_user' has no attribute 'nope'")),
+    R(("attnspec check",), "impl", "--impl without ':'", lambda f: f("check", "--impl", "attnspec_matrix_user"),
+      Exits(2, "ImplementationError: impl: expected 'module:function', got 'attnspec_matrix_user'")),
+    R(("attnspec check",), "impl", "--impl that is not callable", lambda f: f("check", "--impl", "attnspec_matrix_user:not_callable"),
+      Exits(2, "ImplementationError: impl: expected a callable or a Kernel, got int")),
+    R(("attnspec check",), "impl", "--impl of a module that raises at import",
+      lambda f: f("check", "--impl", "attnspec_matrix_badimport:f"),
+      Exits(2, "ImplementationError: impl: cannot import module 'attnspec_matrix_badimport'"),
+      gap="reference/conformance.py load_impl: the user's ZeroDivisionError escapes as a traceback (exit 1)"),
+    R(("attnspec check",), "impl", "--impl whose kernel raises",
+      lambda f: in_tmp(lambda d: f("check", "--impl", "attnspec_matrix_user:boom", "--examples", "1", "--save", d)),
+      Exits(1, "raised RuntimeError: user kernel exploded", one_line=False, stream="stdout")),
+    R(("attnspec check",), "other", "--examples 0", lambda f: f("check", "--impl", "attnspec_matrix_user:boom", "--examples", "0"),
+      Exits(2, "ConventionError: examples: expected an int >= 1, got 0")),
+    R(("attnspec check",), "format", "--dtype fp12", lambda f: f("check", "--impl", "attnspec_matrix_user:boom", "--dtype", "fp12"),
+      Exits(2, "argument --dtype: invalid choice: 'fp12'", one_line=False)),
+    R(("attnspec vectors",), "other", "verify of a directory that does not exist",
+      lambda f: f("vectors", "verify", "/nonexistent-attnspec-set"),
+      Exits(2, "VectorFileError: /nonexistent-attnspec-set: expected a vector set with MANIFEST.json")),
+    R(("attnspec vectors",), "other", "export over a directory that is not a vector set",
+      lambda f: in_tmp(lambda d: (Path(d, "mine.txt").write_text("x"), f("vectors", "export", d, "--op", "attention"))[1]),
+      Exits(2, "VectorFileError: ")),
+    R(("attnspec vectors",), "other", "check on an empty directory",
+      lambda f: in_tmp(lambda d: f("vectors", "check", d, "--impl", "attnspec_matrix_user:boom")),
+      Exits(2, "VectorFileError: ")),
     R(("attnspec bench",), "other", "an unknown bench option", lambda f: f("bench", "--", "--bogus"),
       Exits(2, "unrecognized arguments: --bogus", one_line=False)),
 ]
@@ -823,6 +862,7 @@ REQUIRED = {
     "spec.mla.mla_forward": "rank heads nonfinite format empty",
     "reference.harness.check": "impl format",
     "reference.conformance.load_impl": "impl",
+    "attnspec check": "impl format",
 }
 
 # Public names of attnspec.spec without a row, and why no bad input reaches them.
@@ -916,7 +956,7 @@ def check_row(row: Row, target: str) -> None:
         assert not run.crash, f"crashed: {run.crash}"
         assert run.code == expect.code, f"exit {run.code}, stderr: {run.stderr[-500:]}"
         assert "Traceback" not in run.stderr + run.stdout
-        assert expect.fragment in run.stderr, run.stderr[-500:]
+        assert expect.fragment in getattr(run, expect.stream), getattr(run, expect.stream)[-500:]
         if expect.one_line:
             assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
