@@ -324,11 +324,8 @@ def failed_with(text: str) -> Callable[[Any], bool]:
 R = Row
 ROWS: list[Row] = [
     # Attention-like entry points: what test_bad_inputs.py does not already cover.
-    R(ATTENTION_LIKE + ("spec.pasa.pasa_attention",), "empty", "B = 0", lambda f: f(Q[:0], K[:0], V[:0]),
-      Defined("O (0, Hq, Sq, Dv), LSE (0, Hq, Sq)", empty_result((0, 4, 3, 6), (0, 4, 3)))),
-    R(("reference.certified.certified_attention",), "empty", "B = 0", lambda f: f(Q[:0], K[:0], V[:0]),
-      Defined("O (0, Hq, Sq, Dv), LSE (0, Hq, Sq)", empty_result((0, 4, 3, 6), (0, 4, 3))),
-      gap="reference/certified.py certified_from_problem: numpy ValueError (cannot reshape array of size 0)"),
+    R(ATTENTION_LIKE + ("reference.certified.certified_attention", "spec.pasa.pasa_attention"), "empty", "B = 0",
+      lambda f: f(Q[:0], K[:0], V[:0]), Defined("O (0, Hq, Sq, Dv), LSE (0, Hq, Sq)", empty_result((0, 4, 3, 6), (0, 4, 3)))),
     R(ATTENTION_LIKE + ("reference.certified.certified_attention", "spec.pasa.pasa_attention"), "masked",
       "every key masked (all-False mask)", lambda f: f(Q, K, V, mask=ALL_FALSE),
       Defined("O = 0, LSE = -inf (empty_lse) in every row", all_empty_rows)),
