@@ -18,8 +18,8 @@ that is exactly a rounding midpoint cannot be separated that way; for those the 
 decides exactly, using the Lindemann-Weierstrass theorem: without softcap every logit is an
 algebraic number, so exp of distinct logits are linearly independent over the algebraic
 numbers, and an output sum_g e^{s_g} V_g / sum_g n_g e^{s_g} (keys grouped by equal logit)
-is rational iff every group has the same mean V_g / n_g, which is then its exact value (with a
-single group that holds for any logits, softcap included).
+is rational iff every group has the same mean V_g / n_g, which is then its exact value (that
+the common mean is the exact value holds for any logits, softcap included).
 Likewise LSE is rational only for a row with a single admitted key and a rational logit.
 Anything still undecided raises :class:`OracleUncertifiedError` rather than guess.
 """
@@ -199,9 +199,10 @@ class OracleResult:
         out = []
         for d, x in enumerate(self.out_iv[idx]):
             value = _round_enclosure(x, f)
-            # One group: the output is the plain mean whatever the logit. Several groups (no softcap, so
-            # algebraic logits): by Lindemann-Weierstrass it is rational iff all group means agree.
-            if value is None and (len(groups) == 1 or p.softcap is None):
+            # When every group has the same mean c, the output is exactly c whatever the logits
+            # (softcap included). Otherwise, without softcap, Lindemann-Weierstrass says it is
+            # irrational, so no rounding boundary can hold it and more precision would have decided it.
+            if value is None:
                 means = {sum((Fraction(float(vrow[j, d])) for j in js), Fraction(0)) / len(js) for js in groups.values()}
                 if len(means) == 1:
                     value = round_exact(means.pop(), f)

@@ -131,10 +131,13 @@ def attention_problem(q, k, v, *, scale: float | None = None, causal: bool = Fal
     q_lens = _lengths(q_seqlens, b, sq, "q_seqlens")
     kv_lens = _lengths(kv_seqlens, b, sk, "kv_seqlens")
 
-    # Padded slots are never read: zero them before the finiteness check and the matmuls.
-    q = np.where(np.arange(sq)[None, None, :, None] < q_lens[:, None, None, None], q, 0.0)
-    k = np.where(np.arange(sk)[None, None, :, None] < kv_lens[:, None, None, None], k, 0.0)
-    v = np.where(np.arange(sk)[None, None, :, None] < kv_lens[:, None, None, None], v, 0.0)
+    # Padded slots are never read: zero them before the finiteness check and the matmuls
+    # (without padding there is nothing to zero, and the inputs are used as they are).
+    if np.any(q_lens < sq):
+        q = np.where(np.arange(sq)[None, None, :, None] < q_lens[:, None, None, None], q, 0.0)
+    if np.any(kv_lens < sk):
+        k = np.where(np.arange(sk)[None, None, :, None] < kv_lens[:, None, None, None], k, 0.0)
+        v = np.where(np.arange(sk)[None, None, :, None] < kv_lens[:, None, None, None], v, 0.0)
     require_finite(q, "q")
     require_finite(k, "k")
     require_finite(v, "v")

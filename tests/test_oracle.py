@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attnspec.reference import oracle as oracle_module
 from attnspec.reference.oracle import OracleUncertifiedError, _to_fraction, attention_oracle
 from attnspec.reference.strategies import AttentionCase, attention_inputs, find_failure
 from attnspec.spec.errors import AttnSpecError
@@ -131,12 +132,34 @@ def test_distinct_group_means_are_not_ties():
     assert r.certified
 
 
-def test_uncertified_results_are_never_guessed():
-    """Equal-group-mean detection is disabled under softcap with several groups: the oracle refuses."""
+def test_equal_group_means_are_decided_under_softcap_too():
+    """Two groups whose means both sit on a midpoint: O is exactly that mean for any logits."""
     q = np.array([[[[1.0]]]])
     k = np.array([[[[0.0], [0.0], [1.0], [1.0]]]])
-    v = np.array([[[[1.0], [1 + 2.0 ** -23], [1.0], [1 + 2.0 ** -23]]]])  # both group means sit on a midpoint
+    v = np.array([[[[1.0], [1 + 2.0 ** -23], [1.0], [1 + 2.0 ** -23]]]])
     r = attention_oracle(q, k, v, scale=1.0, softcap=2.0)
+    assert r.rounded(Format.FP32)[0][0, 0, 0, 0] == 1.0 and r.certified  # ties to even
+
+
+def near_tie_case():
+    """Logits 2**-60 apart and V means on either side of an FP32 midpoint: O is 2**-85 above it."""
+    q = np.array([[[[1.0]]]])
+    k = np.array([[[[1.0], [1 + 2.0 ** -52]]]])
+    v = np.array([[[[1.0], [1 + 2.0 ** -23]]]])
+    return q, k, v
+
+
+def test_near_ties_are_separated_by_escalation():
+    q, k, v = near_tie_case()
+    r = attention_oracle(q, k, v, scale=2.0 ** -8, dps=15)
+    assert r.rounded(Format.FP32)[0][0, 0, 0, 0] == 1 + 2.0 ** -23 and r.certified
+
+
+def test_uncertified_results_are_never_guessed(monkeypatch):
+    """Without escalation, 58 bits cannot separate that value from the midpoint: the oracle refuses."""
+    monkeypatch.setattr(oracle_module, "ESCALATIONS", 0)
+    q, k, v = near_tie_case()
+    r = attention_oracle(q, k, v, scale=2.0 ** -8, dps=15)
     with pytest.raises(OracleUncertifiedError, match="cannot certify"):
         r.rounded(Format.FP32)
     out, _ = r.rounded(Format.FP32, strict=False)
