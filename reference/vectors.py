@@ -49,9 +49,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -62,7 +65,7 @@ import numpy as np
 from attnspec import SPEC_VERSION
 from attnspec.registry import Outcome, check as register_check
 from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
-from attnspec.spec.errors import VectorFileError, require
+from attnspec.spec.errors import AttnSpecError, VectorFileError, require
 from attnspec.spec.formats import Format, from_bits, get_format, round_to, to_bits
 
 from .cases import Case, PagedInputs, build_case, paged_case, vector_params
@@ -300,6 +303,19 @@ class VectorCase:
     expected: Expected
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # one component of a path inside a set
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _inside(root: Path, rel: object, what: str, parts: int | None = None) -> Path:
+    """Return root / rel after checking that ``rel`` is a relative '/'-path of plain names (no '..', not absolute)."""
+    names = rel.split("/") if isinstance(rel, str) else []
+    require(names and all(_NAME.fullmatch(n) and n not in (".", "..") for n in names)
+            and (parts is None or len(names) == parts), VectorFileError,
+            f"{root}/MANIFEST.json: expected {what} as a path of plain names inside the set, got {rel!r}")
+    return root.joinpath(*names)
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="ascii"))
@@ -315,6 +331,7 @@ def verify_vector_set(root: "str | Path", *, digest: str | None = None) -> dict:
     root = Path(root)
     require((root / "MANIFEST.json").is_file(), VectorFileError, f"{root}: expected a vector set with MANIFEST.json")
     manifest = _read_json(root / "MANIFEST.json")
+    require(isinstance(manifest, dict), VectorFileError, f"{root}/MANIFEST.json: expected a JSON object")
     require(manifest.get("format") == FORMAT_NAME and manifest.get("format_version") == FORMAT_VERSION,
             VectorFileError, f"{root}/MANIFEST.json: expected format {FORMAT_NAME} version {FORMAT_VERSION}, got "
                              f"{manifest.get('format')!r} version {manifest.get('format_version')!r}")
@@ -323,6 +340,18 @@ def verify_vector_set(root: "str | Path", *, digest: str | None = None) -> dict:
             f"{root}/MANIFEST.json: expected set_sha256 to match the manifest (it was altered)")
     require(digest is None or digest == manifest["set_sha256"], VectorFileError,
             f"{root}: expected set_sha256 {digest}, got {manifest['set_sha256']}")
+    for rel, entry in listing.items():
+        _inside(root, rel, "a file")
+        require(isinstance(entry, dict) and type(entry.get("bytes")) is int and entry["bytes"] >= 0
+                and isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"]), VectorFileError,
+                f"{root}/MANIFEST.json: expected {{'bytes': int, 'sha256': hex}} for {rel!r}, got {entry!r}")
+    cases = manifest.get("cases")
+    require(isinstance(cases, list), VectorFileError, f"{root}/MANIFEST.json: expected a list of cases")
+    for case in cases:
+        _inside(root, case, "a case", parts=4)
+        require(f"{case}/case.json" in listing, VectorFileError, f"{root}: expected {case}/case.json in the manifest")
+    links = [p for p in root.rglob("*") if p.is_symlink()]
+    require(not links, VectorFileError, f"{root}: expected plain files, got symbolic links {links[:3]}")
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"MANIFEST.json"}
     extra = sorted(present - set(listing))
     require(not extra, VectorFileError, f"{root}: expected only the manifest's files, got extra {extra[:3]}")
@@ -338,20 +367,44 @@ def verify_vector_set(root: "str | Path", *, digest: str | None = None) -> dict:
 
 
 def _load_array(directory: Path, spec: dict, name: str) -> np.ndarray:
+    """Return the array after checking its header against ``spec`` (nothing is read or allocated before)."""
+    require(isinstance(spec.get("file"), str) and _NAME.fullmatch(spec["file"]), VectorFileError,
+            f"{directory}/case.json: expected a plain file name for {name}, got {spec.get('file')!r}")
     path = directory / spec["file"]
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+            header_end = fh.tell()
+        require(dtype.name == spec["dtype"] and list(shape) == spec["shape"]
+                and header_end + math.prod(shape) * dtype.itemsize == path.stat().st_size, VectorFileError,
+                f"{path}: expected {name} of dtype {spec['dtype']} and shape {spec['shape']}, got {dtype} {shape}")
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError) as exc:  # header text
         raise VectorFileError(f"{path}: expected a .npy array, got {type(exc).__name__}: {exc}") from exc
-    require(arr.dtype.name == spec["dtype"] and list(arr.shape) == spec["shape"], VectorFileError,
-            f"{path}: expected {name} of dtype {spec['dtype']} and shape {spec['shape']}, got {arr.dtype} {arr.shape}")
-    return arr
 
 
 def load_case(directory: "str | Path") -> VectorCase:
-    """Return one case directory as a VectorCase (inputs from their bits, tolerances as stored)."""
+    """Return one case directory as a VectorCase (inputs from their bits, tolerances as stored).
+
+    Raises VectorFileError for a case.json that lacks a documented field or holds a value of
+    the wrong kind (the checksums cannot tell: a re-signed set is internally consistent).
+    """
     directory = Path(directory)
     body = _read_json(directory / "case.json")
+    try:
+        require(isinstance(body, dict) and body.get("layout") in ("dense", "paged"), VectorFileError,
+                f"{directory}/case.json: expected an object with layout 'dense' or 'paged'")
+        return _case(directory, body)
+    except VectorFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, AttnSpecError) as exc:
+        raise VectorFileError(f"{directory}/case.json: expected the documented fields, got {type(exc).__name__}: "
+                              f"{exc}") from exc
+
+
+def _case(directory: Path, body: dict) -> VectorCase:
     fmt = get_format(body["fmt"])
     arrays = {name: _load_array(directory, spec, name) for name, spec in body["arrays"].items()}
     value = lambda name, f=fmt: from_bits(arrays[name], f)

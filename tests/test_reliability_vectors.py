@@ -244,7 +244,6 @@ def outside_file(vset: Path) -> tuple[Path, dict]:
     return secret, {"bytes": secret.stat().st_size, "sha256": hashlib.sha256(secret.read_bytes()).hexdigest()}
 
 
-@gap("verify_vector_set accepts manifest paths with '..' and reads the file outside the set")
 def test_a_manifest_path_may_not_climb_out(vset):
     _, entry = outside_file(vset)
     body = manifest(vset)
@@ -254,7 +253,6 @@ def test_a_manifest_path_may_not_climb_out(vset):
         vec.verify_vector_set(vset)
 
 
-@gap("verify_vector_set accepts an absolute manifest path (root / '/x' is '/x') and reads it")
 def test_a_manifest_path_may_not_be_absolute(vset):
     secret, entry = outside_file(vset)
     body = manifest(vset)
@@ -264,7 +262,6 @@ def test_a_manifest_path_may_not_be_absolute(vset):
         vec.verify_vector_set(vset)
 
 
-@gap("load_vector_set loads a case listed as '../elsewhere' from outside the set")
 def test_a_case_may_not_live_outside_the_set(vset):
     shutil.copytree(first_case(vset), vset.parent / "elsewhere")
     body = manifest(vset)
@@ -274,7 +271,6 @@ def test_a_case_may_not_live_outside_the_set(vset):
         vec.load_vector_set(vset)
 
 
-@gap("a listed file that is a symlink to a file outside the set is followed and accepted")
 def test_a_symlink_out_of_the_set_is_rejected(vset):
     victim = first_case(vset) / "q.npy"
     outside = vset.parent / "q-elsewhere.npy"
@@ -285,7 +281,6 @@ def test_a_symlink_out_of_the_set_is_rejected(vset):
         vec.load_vector_set(vset)
 
 
-@gap("_load_array lets np.load allocate the declared shape first: MemoryError instead of VectorFileError")
 def test_a_huge_declared_shape_is_rejected_without_allocating(vset):
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<u4", "fortran_order": False, "shape": (2**40, 2**20)})
@@ -296,11 +291,11 @@ def test_a_huge_declared_shape_is_rejected_without_allocating(vset):
 
 
 @pytest.mark.parametrize("edit", [
-    pytest.param(lambda b: b.pop("fmt"), id="no fmt", marks=gap("KeyError")),
-    pytest.param(lambda b: b.update(fmt="fp12"), id="unknown fmt", marks=gap("FormatError escapes")),
-    pytest.param(lambda b: b.update(arrays=[1]), id="arrays not a dict", marks=gap("AttributeError")),
-    pytest.param(lambda b: b["conventions"].update(scale_hex="zz"), id="bad hex scale", marks=gap("ValueError")),
-    pytest.param(lambda b: b.update(layout="weird"), id="unknown layout", marks=gap("taken as dense silently")),
+    pytest.param(lambda b: b.pop("fmt"), id="no fmt"),
+    pytest.param(lambda b: b.update(fmt="fp12"), id="unknown fmt"),
+    pytest.param(lambda b: b.update(arrays=[1]), id="arrays not a dict"),
+    pytest.param(lambda b: b["conventions"].update(scale_hex="zz"), id="bad hex scale"),
+    pytest.param(lambda b: b.update(layout="weird"), id="unknown layout"),
     pytest.param(lambda b: b["arrays"]["q"].update(file="../../q.npy"), id="array file climbs out"),
     pytest.param(lambda b: b["arrays"]["q"].update(shape=[1]), id="shape disagrees with the file"),
 ])
