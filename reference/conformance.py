@@ -169,6 +169,9 @@ def load_impl(spec: str, *, signature: str | None = None) -> Kernel:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ImplementationError(f"impl: cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the user's module raised while it was imported: that is the user's code failing
+        raise ImplementationError(f"impl: cannot import module {module_name!r}: it raised "
+                                  f"{type(exc).__name__}: {exc}") from exc
     obj = module
     for part in attr.split("."):
         require(hasattr(obj, part), ImplementationError, f"impl: module {module_name!r} has no attribute {attr!r}")
