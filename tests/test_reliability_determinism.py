@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,6 @@ THOROUGH = os.environ.get(PROFILE_ENV) == "thorough"
 
 DRIVER = r'''
 import contextlib, io, json, sys
-from pathlib import Path
 from attnspec import cli
 
 out = Path(sys.argv[1])
