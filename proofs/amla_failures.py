@@ -143,7 +143,7 @@ def prove_amla_failures_subnormal_down_control() -> ProofResult:
                    lambda x, n, y: _nan_or_flipped(x, y), "the subnormal_down result with n = 0 allowed", "refuted")
 
 
-@theorem("amla.failures.subnormal.witness", quick=False)
+@theorem("amla.failures.subnormal.witness")
 def prove_amla_failures_subnormal_witness() -> ProofResult:
     return _witness("amla.failures.subnormal.witness", lambda x, n: _subnormal(x, n, -253, 253) + [n != 0],
                     "subnormal x, n != 0")
@@ -158,14 +158,14 @@ def _underflow_to_subnormal(x, n, y):
                   z3.fpLT(z3.fpAbs(y.value), z3.fpAbs(scaled_rne(x, n))))
 
 
-@theorem("amla.failures.underflow_to_zero_exponent", quick=False)
+@theorem("amla.failures.underflow_to_zero_exponent")
 def prove_amla_failures_underflow_to_zero_exponent() -> ProofResult:
     return _result("amla.failures.underflow_to_zero_exponent", lambda x, n: _underflow(x, n, 0, 0),
                    _underflow_to_subnormal,
                    "normal x, e + n = 0: y is subnormal or zero, same sign, |y| < |RNE(x * 2^n)|")
 
 
-@theorem("amla.failures.underflow_to_zero_exponent.control", quick=False)
+@theorem("amla.failures.underflow_to_zero_exponent.control")
 def prove_amla_failures_underflow_to_zero_exponent_control() -> ProofResult:
     return _result("amla.failures.underflow_to_zero_exponent.control", lambda x, n: _underflow(x, n, 0, 1),
                    _underflow_to_subnormal, "the e + n = 0 result with e + n = 1 allowed", "refuted")
@@ -184,7 +184,7 @@ def prove_amla_failures_underflow_past_zero_control() -> ProofResult:
                    lambda x, n, y: _nan_or_flipped(x, y), "the e + n <= -1 result with e + n = 0 allowed", "refuted")
 
 
-@theorem("amla.failures.underflow.witness", quick=False)
+@theorem("amla.failures.underflow.witness")
 def prove_amla_failures_underflow_witness() -> ProofResult:
     return _witness("amla.failures.underflow.witness", lambda x, n: _underflow(x, n, -253, 0), "normal x, e + n <= 0")
 
@@ -213,7 +213,7 @@ def prove_amla_failures_overflow_control() -> ProofResult:
                    "y is Inf, NaN or sign-flipped for e + n >= 254", "refuted")
 
 
-@theorem("amla.failures.overflow.witness", quick=False)
+@theorem("amla.failures.overflow.witness")
 def prove_amla_failures_overflow_witness() -> ProofResult:
     return _witness("amla.failures.overflow.witness", lambda x, n: _underflow(x, n, 255, 507), "normal x, e + n >= 255")
 
@@ -238,7 +238,7 @@ def prove_amla_failures_inf_nan_control() -> ProofResult:
                    "the Inf/NaN result with n = 0 allowed", "refuted")
 
 
-@theorem("amla.failures.inf_nan.witness", quick=False)
+@theorem("amla.failures.inf_nan.witness")
 def prove_amla_failures_inf_nan_witness() -> ProofResult:
     return _witness("amla.failures.inf_nan.witness", lambda x, n: _special(x, n, -1), "x = +-Inf or NaN, n <= -1")
 

@@ -146,7 +146,7 @@ def prove_amla_identity_control_underflow() -> ProofResult:
                           "refuted", "T1 with e + n = 0 allowed")
 
 
-@theorem("amla.identity.control.overflow", quick=False)
+@theorem("amla.identity.control.overflow")
 def prove_amla_identity_control_overflow() -> ProofResult:
     # precondition weakened: e + n <= 254 relaxed to e + n <= 255
     return identity_claim(lambda x, n, pre: pre[:2] + [in_range(x.e + n, 1, 255)], "amla.identity.control.overflow",
