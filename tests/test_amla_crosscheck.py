@@ -33,7 +33,7 @@ def bf16_ties_away(x: np.ndarray) -> np.ndarray:
 
 
 def bf16_ties_even(x: np.ndarray) -> np.ndarray:
-    """CAST_RINT float -> bfloat16 -> float (amla.md §3.8)."""
+    """CAST_RINT float -> bfloat16 -> float: add 0x7FFF plus the lowest kept bit, then truncate."""
     u = x.astype(F).view(np.uint32).astype(np.uint64)
     return (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(F)
 
