@@ -8,6 +8,10 @@ where G is the exact output (the mpmath oracle, or the binary64 evaluation with 
 bound g, ~1e-13 relative) and fa is standard FlashAttention-2 with the same BF16 cast of P
 (``spec.flash`` under ``spec.amla.POLICY_AMLA``: S in FP32, P = exp(S - m) in FP32 cast to
 BF16 before P V, O accumulated in FP32, out = fl(O * fl(1 / l)) cast to BF16; blocks of 512).
+Its rounding points are AMLA's except for the rescale itself and two details that do not move
+the error at the BF16 level: it casts P to BF16 with ties to even where the kernel's
+``CAST_ROUND`` breaks ties away (a tie needs the 16 low bits of an FP32 P to be 0x8000: one
+element in 2^16), and it multiplies by fl(1/l) where the kernel divides by fl(l r^).
 
 Why this rule:
 
