@@ -94,7 +94,7 @@ import numpy as np
 
 from .attention import logits
 from .errors import ConventionError, DomainError, FormatError, ShapeError, require
-from .formats import (Format, exponent_field, fp32_as_int32, int32_as_fp32, is_representable, require_representable,
+from .formats import (Format, exponent_field, fp32_as_int32, int32_as_fp32, require_representable,
                       round_to)
 from .mla import DEEPSEEK_V3, DecodeResult, MLAConfig, decode_problem
 from .policy import PrecisionPolicy
@@ -176,16 +176,8 @@ def rescale_safe_domain(x) -> np.ndarray:
 
 
 def round_half_away(x, fmt: "Format | str") -> np.ndarray:
-    """Return x rounded to nearest in ``fmt``, ties away from zero (Ascend ``CAST_ROUND``).
-
-    Domain: x carried in at most 26 significant bits (FP32 values), so that 2x - nearest is
-    exact in binary64. At a tie, that mirror image of the even neighbour is the other neighbour.
-    """
-    nearest = round_to(x, fmt)
-    with np.errstate(invalid="ignore", over="ignore"):
-        mirror = 2 * np.asarray(x, dtype=np.float64) - nearest
-        tie = (mirror != nearest) & is_representable(mirror, fmt) & (np.abs(mirror) > np.abs(nearest))
-    return np.where(tie, mirror, nearest)
+    """Return x rounded to nearest in ``fmt``, ties away from zero (Ascend ``CAST_ROUND``)."""
+    return round_to(x, fmt, ties="away")
 
 
 def round_half_away_int(x) -> np.ndarray:

@@ -28,11 +28,15 @@ import enum
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import ml_dtypes
 import numpy as np
 
 from .errors import DomainError, FormatError, ShapeError, require
+
+Ties = Literal["even", "away"]
+TIES: tuple[str, ...] = ("even", "away")
 
 
 @dataclass(frozen=True)
@@ -158,26 +162,32 @@ def as_float64(x, name: str = "x") -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Rounding (IEEE 754 §4.3.1 roundTiesToEven)
+# Rounding (IEEE 754 §4.3.1 roundTiesToEven, and roundTiesToAway on request)
 # ----------------------------------------------------------------------------------------------
 
-def round_to(x, fmt: "Format | str", *, saturate: bool = False) -> np.ndarray:
-    """Return ``x`` rounded to nearest-even in ``fmt``, carried as float64.
+def round_to(x, fmt: "Format | str", *, saturate: bool = False, ties: Ties = "even") -> np.ndarray:
+    """Return ``x`` rounded to nearest in ``fmt``, carried as float64.
 
     The quantum of a value x with exponent e = floor(log2|x|) is 2**(max(e, emin) - p + 1);
     below 2**emin the quantum stops shrinking, which yields gradual underflow (subnormals).
-    Dividing by the quantum is an exact power-of-two scaling, so ``np.rint`` (ties to even)
-    performs the one and only rounding.
+    Dividing by the quantum is an exact power-of-two scaling, so the integer rounding that
+    follows is the one and only rounding: ``np.rint`` for ``ties="even"`` (IEEE
+    roundTiesToEven), or truncation of |y| + 1/2 for ``ties="away"`` (IEEE roundTiesToAway;
+    Ascend's ``CAST_ROUND``). The scaled value y has at most p <= 24 integer bits, so y + 1/2
+    is exact in binary64.
     """
     f = get_format(fmt)
     info = f.info
+    require(ties in TIES, FormatError, f"ties: expected one of {TIES}, got {ties!r}")
     a = as_float64(x)
     if f is Format.FP64:
         return np.array(a, dtype=np.float64, copy=True)
     with np.errstate(invalid="ignore", over="ignore"):
         _, e_plus_1 = np.frexp(a)  # a = m * 2**(e+1) with 0.5 <= |m| < 1; frexp(0) gives 0
         quantum_exp = np.maximum(e_plus_1 - 1, info.emin) - (info.p - 1)
-        rounded = np.ldexp(np.rint(np.ldexp(a, -quantum_exp)), quantum_exp)
+        scaled = np.ldexp(a, -quantum_exp)
+        integral = np.rint(scaled) if ties == "even" else np.copysign(np.floor(np.abs(scaled) + 0.5), scaled)
+        rounded = np.ldexp(integral, quantum_exp)
         overflow = np.abs(rounded) > info.max_finite
         if saturate:
             rounded = np.where(overflow, np.copysign(info.max_finite, a), rounded)
@@ -188,13 +198,14 @@ def round_to(x, fmt: "Format | str", *, saturate: bool = False) -> np.ndarray:
     return rounded
 
 
-def round_exact(value: "Fraction | int", fmt: "Format | str", *, saturate: bool = False) -> float:
-    """Return the exact rational ``value`` rounded to nearest-even in ``fmt``, as a Python float.
+def round_exact(value: "Fraction | int", fmt: "Format | str", *, saturate: bool = False, ties: Ties = "even") -> float:
+    """Return the exact rational ``value`` rounded to nearest in ``fmt`` (ties as in :func:`round_to`), as a float.
 
     Integer arithmetic only; this is the definition :func:`round_to` is tested against, and
     the way the high-precision oracle rounds its results without a second rounding.
     """
     info = get_format(fmt).info
+    require(ties in TIES, FormatError, f"ties: expected one of {TIES}, got {ties!r}")
     require(not isinstance(value, float) or math.isfinite(value), DomainError,
             f"value: expected a finite rational, got {value!r}")
     v = Fraction(value)
@@ -209,7 +220,7 @@ def round_exact(value: "Fraction | int", fmt: "Format | str", *, saturate: bool 
     scaled = v / Fraction(2) ** q
     n = scaled.numerator // scaled.denominator
     rest = scaled - n
-    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and n % 2 == 1):
+    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and (ties == "away" or n % 2 == 1)):
         n += 1
     result = Fraction(n) * Fraction(2) ** q
     if result > Fraction(info.max_finite):

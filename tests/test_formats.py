@@ -23,9 +23,9 @@ LOW = [Format.FP32, Format.BF16, Format.FP16, Format.FP8_E4M3, Format.FP8_E5M2]
 finite64 = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
-def _rounds_like_exact(fmt, x: float, rounding=round_to) -> bool:
-    got = float(rounding(np.array([x]), fmt)[0])
-    want = round_exact(Fraction(x), fmt)
+def _rounds_like_exact(fmt, x: float, rounding=round_to, ties="even") -> bool:
+    got = float(rounding(np.array([x]), fmt, ties=ties)[0]) if rounding is round_to else float(rounding(np.array([x]), fmt)[0])
+    want = round_exact(Fraction(x), fmt, ties=ties)
     if want == 0:  # a rational has no signed zero: rounding to zero keeps the sign of x
         return got == 0 and np.signbit(got) == np.signbit(x)
     return got == want or (np.isnan(got) and np.isnan(want))
@@ -37,8 +37,9 @@ def test_round_to_equals_exact_rational_rounding(fmt, x):
     assert _rounds_like_exact(fmt, x), f"round_to({x!r}, {fmt}) disagrees with exact rounding"
 
 
+@pytest.mark.parametrize("ties", ["even", "away"])
 @pytest.mark.parametrize("fmt", LOW, ids=str)
-def test_round_to_on_midpoints_and_neighbours(fmt):
+def test_round_to_on_midpoints_and_neighbours(fmt, ties):
     """Every midpoint between consecutive values near 1, the max, and the subnormal range, plus/minus a hair."""
     info = fmt.info
     anchors = [1.0, info.max_finite / 2, info.min_normal, info.min_subnormal * 3, 2.0 ** (info.emax - 1)]
@@ -48,7 +49,7 @@ def test_round_to_on_midpoints_and_neighbours(fmt):
             continue
         mid = (lo + hi) / 2  # exact in binary64
         for x in (mid, np.nextafter(mid, np.inf), np.nextafter(mid, -np.inf), -mid):
-            assert _rounds_like_exact(fmt, float(x)), (fmt, x)
+            assert _rounds_like_exact(fmt, float(x), ties=ties), (fmt, x, ties)
 
 
 def _round_half_away(x, fmt):
@@ -58,6 +59,15 @@ def _round_half_away(x, fmt):
     _, e = np.frexp(a)
     q = np.maximum(e - 1, info.emin) - (info.p - 1)
     return np.ldexp(np.trunc(np.ldexp(a, -q) + np.copysign(0.5, a)), q)
+
+
+def test_ties_away_examples():
+    """Ascend CAST_ROUND: 2.5 -> 3 in integers; 1 + 3*2^-8 (a bf16 midpoint) goes up, 1 + 2^-8 too."""
+    assert round_to([1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, -(1 + 2.0 ** -8)], Format.BF16, ties="away").tolist() == \
+        [1 + 2.0 ** -7, 1 + 2.0 ** -6, -(1 + 2.0 ** -7)]
+    assert round_to([1 + 2.0 ** -8], Format.BF16).tolist() == [1.0]
+    with pytest.raises(FormatError, match="ties: expected one of"):
+        round_to([1.0], Format.BF16, ties="up")
 
 
 def test_mutant_round_half_away_is_caught():
