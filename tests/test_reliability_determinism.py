@@ -28,6 +28,7 @@ THOROUGH = os.environ.get(PROFILE_ENV) == "thorough"
 
 DRIVER = r'''
 import contextlib, io, json, sys
+from pathlib import Path
 from attnspec import cli
 
 out = Path(sys.argv[1])
