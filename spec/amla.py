@@ -97,7 +97,7 @@ from .errors import ConventionError, DomainError, FormatError, ShapeError, requi
 from .formats import (Format, exponent_field, fp32_as_int32, int32_as_fp32, require_representable,
                       round_to)
 from .mla import DEEPSEEK_V3, DecodeResult, MLAConfig, decode_problem
-from .policy import PrecisionPolicy
+from .policy import PrecisionPolicy, require_policy
 from .problem import AttentionProblem
 
 VARIANTS = ("cann", "exact_residual", "no_compensation", "ideal")
@@ -137,22 +137,55 @@ CANN = AmlaConstants()
 N_MIN = -30 * 2**MANTISSA_BITS - 2**17
 N_MAX = 2**17
 
+#: The domain of n in :func:`int32_add`: an INT32 addend (the kernel's ``nInt32Out``).
+INT32_ADDEND = (-2**31, 2**31 - 1)
+#: The domain of n in :func:`exponent_add`: n << 23 must be an INT32, so n in [-256, 255].
+EXPONENT_SHIFT = (-2**(31 - MANTISSA_BITS), 2**(31 - MANTISSA_BITS) - 1)
+
 
 # ----------------------------------------------------------------------------------------------
 # Bit tricks and roundings, each with its domain
 # ----------------------------------------------------------------------------------------------
 
+def _integers(n, domain: tuple[int, int], what: str) -> np.ndarray:
+    """Return ``n`` as int64 after checking that every element is an integer in ``domain``.
+
+    Integer dtypes and integer-valued floats are accepted; anything else (a fraction, NaN, a
+    bool, a value outside ``domain``) raises DomainError: never truncated, never wrapped.
+    """
+    a = np.asarray(n)
+    lo, hi = domain
+    if a.dtype.kind in "iuf":
+        with np.errstate(invalid="ignore"):
+            ok = (a >= lo) & (a <= hi) & (a == np.trunc(a))  # NaN and Inf fail the comparisons
+    else:
+        ok = np.zeros(a.shape, dtype=bool)  # bool, object (a Python int beyond int64), strings
+    if not np.all(ok):
+        i = int(np.argmin(ok.reshape(-1)))
+        got = a.reshape(-1)[i:i + 1].tolist()[0]
+        raise DomainError(f"n: expected integers in [{lo}, {hi}] ({what}), got {got!r}")
+    return a.astype(np.int64)
+
+
 def int32_add(x, n) -> np.ndarray:
-    """Return as_fp32(as_int32(x) + n) for FP32 values x, wrapping modulo 2^32 like the INT32 atomic add."""
-    words = fp32_as_int32(x).astype(np.int64) + np.asarray(n, dtype=np.int64)
+    """Return as_fp32(as_int32(x) + n) for FP32 values x, wrapping modulo 2^32 like the INT32 atomic add.
+
+    Domain of n: integers in :data:`INT32_ADDEND` (DomainError otherwise). The sum wraps: that
+    is the atomic add's behaviour, not an input error.
+    """
+    words = fp32_as_int32(x).astype(np.int64) + _integers(n, INT32_ADDEND, "an INT32 addend")
     wrapped = ((words + 2**31) % 2**32 - 2**31).astype(np.int32)
     with np.errstate(invalid="ignore"):
         return int32_as_fp32(wrapped)
 
 
 def exponent_add(x, n) -> np.ndarray:
-    """Return as_fp32(as_int32(x) + (n << 23)): AMLA's multiply by 2^n (AMLA §3.1)."""
-    return int32_add(x, np.asarray(n, dtype=np.int64) * 2**MANTISSA_BITS)
+    """Return as_fp32(as_int32(x) + (n << 23)): AMLA's multiply by 2^n (AMLA §3.1).
+
+    Domain of n: integers in :data:`EXPONENT_SHIFT` (DomainError otherwise); the result equals
+    fl(x * 2^n) only inside :func:`exponent_add_domain`.
+    """
+    return int32_add(x, _integers(n, EXPONENT_SHIFT, "n << 23 an INT32") * 2**MANTISSA_BITS)
 
 
 def exponent_add_domain(x, n) -> np.ndarray:
@@ -357,6 +390,7 @@ def amla_finalize(state: AmlaState, empty: np.ndarray, variant: str, policy: Pre
 
 def check_policy(policy: PrecisionPolicy, variant: str) -> None:
     """Raise unless ``policy`` is a kernel policy: BF16/FP16 in, FP32 accumulator and vector unit, BF16/FP16/FP32 out."""
+    require_policy(policy)
     require(variant in VARIANTS, ConventionError, f"variant: expected one of {VARIANTS}, got {variant!r}")
     require(policy.matmul_input in (Format.BF16, Format.FP16), FormatError,
             f"policy.matmul_input: expected bf16 or fp16 (the kernel's KV_T), got {policy.matmul_input}")
@@ -415,6 +449,7 @@ def amla_decode(q, kv_cache, *, block_table=None, cache_seqlens=None, scale: flo
     and the cache already hold values of ``policy.matmul_input`` (otherwise they are rounded to
     it, ties to even).
     """
+    check_policy(policy, variant)
     problem = decode_problem(q, kv_cache, block_table=block_table, cache_seqlens=cache_seqlens, scale=scale,
                              causal=causal, config=config, empty_lse=empty_lse)
     if strict:

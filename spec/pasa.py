@@ -109,7 +109,7 @@ from .attention import check_strict
 from .errors import ConventionError, DomainError, MaskError, ShapeError, require
 from .formats import Format, round_to
 from .pasa_beta import stored_shift_entries
-from .policy import PrecisionPolicy
+from .policy import PrecisionPolicy, require_policy
 from .problem import AttentionProblem, attention_problem
 
 Variant = Literal["attnspec", "author"]
@@ -242,9 +242,17 @@ def _promoted(a: Format, b: Format) -> Format:
     return Format.FP64
 
 
+def _check_arguments(config: PasaConfig, policy: PrecisionPolicy) -> None:
+    """Raise unless ``config`` is a PasaConfig and ``policy`` a PrecisionPolicy (a name is neither)."""
+    require(isinstance(config, PasaConfig), ConventionError,
+            f"config: expected a PasaConfig, e.g. PASA_ATTNSPEC or PasaConfig(beta=0.9375), got {config!r}")
+    require_policy(policy)
+
+
 def pasa_from_problem(problem: AttentionProblem, config: PasaConfig = PASA_ATTNSPEC,
                       policy: PrecisionPolicy = POLICY_PASA_FP16) -> PasaResult:
     """Return PASA's output for a validated problem (steps pre-13 of the module docstring)."""
+    _check_arguments(config, policy)
     require(problem.softcap is None, ConventionError,
             "softcap: expected None, PASA recovers the logits by shift invariance and tanh is not shift invariant")
     author = config.variant == "author"
@@ -343,6 +351,7 @@ def pasa_attention(q, k, v, *, config: PasaConfig = PASA_ATTNSPEC, policy: Preci
     (key j masked for query i iff j >= i; deviation 2) and takes no ``causal_alignment`` or
     other mask.
     """
+    _check_arguments(config, policy)
     author_causal = config.variant == "author" and conventions.get("causal", False)
     if author_causal:
         require("causal_alignment" not in conventions and conventions.get("mask") is None, MaskError,
