@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from dataclasses import replace
 from fractions import Fraction
 
@@ -20,9 +22,11 @@ from attnspec.hw_model.schedule import Durations, KernelRun, preload_programs, r
 from attnspec.hw_model.stages import MlaShape, positions, task_times
 from attnspec.proofs.preload_pipeline import cube_bound_condition, period
 from attnspec.registry import tool
+from attnspec.spec.errors import ConventionError, DomainError, ShapeError, require
 
 SCHEDULES = (("preload", "amla", "cann"), ("preload", "amla", "atomic"), ("preload", "fa_gm", "none"),
              ("serial", "amla", "cann"), ("serial", "fa_gm", "none"))
+CLOCK_RANGE_GHZ = (1e-3, 1e3)  # 1 MHz to 1 THz: every real chip, and every time the model derives stays finite
 STAGE_COLOURS = {"C1": "#1f77b4", "C2": "#17becf", "V1": "#ff7f0e", "NU": "#d62728", "V2": "#2ca02c"}
 
 
@@ -139,9 +143,25 @@ def gantt(shape: MlaShape, path: str, tasks: int, machine: AscendPackage = ASCEN
     plt.close(fig)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Raise, naming the option, for a value argparse accepts but the model cannot use (before any work)."""
+    low, high = CLOCK_RANGE_GHZ
+    require(args.clock_ghz is None or low <= args.clock_ghz <= high, DomainError,
+            f"clock_ghz: expected a number of GHz in [{low:g}, {high:g}], got {args.clock_ghz!r}")
+    require(math.isfinite(args.sync_us) and args.sync_us >= 0, DomainError,
+            f"sync_us: expected a finite number of microseconds >= 0, got {args.sync_us!r}")
+    require(args.gantt_tasks >= 1, ShapeError, f"gantt_tasks: expected a positive int, got {args.gantt_tasks!r}")
+    if args.plot is not None:
+        require(args.plot.lower().endswith(".png"), ConventionError, f"--plot: expected a .png path, got {args.plot!r}")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        require(os.path.isdir(folder) and not os.path.isdir(args.plot), DomainError,
+                f"--plot: expected a file in an existing directory, got {args.plot!r}")
+
+
 @tool("model", "pipeline", "simulate the AMLA and baseline preload pipelines on a 910C core; predicted vs published")
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    _check_options(args)
     machine = ASCEND_910C
     if args.clock_ghz is not None:
         machine = replace(machine, die=replace(machine.die, clock_hz=args.clock_ghz * 1e9))

@@ -61,6 +61,7 @@ from attnspec.reference.oracle import oracle_from_problem
 from attnspec.registry import Outcome, check, tool
 from attnspec.spec.amla import BLOCK_K, POLICY_AMLA, VARIANTS, amla_finalize, amla_from_problem, amla_state, no_keys
 from attnspec.spec.attention import POLICY_FP64
+from attnspec.spec.errors import DomainError, require
 from attnspec.spec.flash import flash_finalize, flash_from_problem, flash_state
 from attnspec.spec.formats import Format, get_format, round_to, ulp
 from attnspec.spec.mla import DEEPSEEK_V3, MLAConfig, decode_problem
@@ -183,6 +184,8 @@ FAMILIES = {
 
 def report_inputs(seed: int, quick: bool) -> list[ReportInput]:
     """Return the report's inputs: every family at several shapes (s_q 1..4, 16..128 heads, lengths not k * 512)."""
+    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, DomainError,
+            f"seed: expected an int >= 0 (numpy's generator takes no negative seed), got {seed!r}")
     if quick:
         shapes = [(16, 1, 700), (16, 2, 1100)]
     else:

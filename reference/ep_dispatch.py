@@ -66,6 +66,12 @@ records (source, token, k, destination) in ``DispatchResult.dropped``, lowers th
 expected completion count, and the combine leaves the contribution out and returns the same
 list: nothing is lost silently.
 
+Decision (2026-11-30): routing zero tokens (logits of shape (0, E)) is defined, not an
+error: every array of the :class:`Routing` has 0 rows, as attention's empty batch gives empty
+outputs. A dispatch needs at least one token per source rank (ShapeError): its buffers are
+sized by the batch. Buffer sizes take positive ints only (``capacity``, ``buffer_bytes``):
+a rank, a batch, a top-k or an expert count of 0 or less is a ShapeError, never a size.
+
 Known deviations:
 - DeepSeek-V3 @ 4c2fdb8 (the release) masked the unselected groups by multiplying with a 0/1
   mask, so a negative biased score lost to the masked zeros and experts outside the kept
@@ -151,7 +157,10 @@ def top_indices(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def route(logits, bias, config: GateConfig = DEEPSEEK_V3_GATE) -> Routing:
-    """Return DeepSeek-V3's group-limited top-k routing of gate logits (T, E) with selection bias (E,)."""
+    """Return DeepSeek-V3's group-limited top-k routing of gate logits (T, E) with selection bias (E,).
+
+    T = 0 gives the empty routing (every array with 0 rows).
+    """
     c = config
     fmt = c.score_format
     logits = as_float64(logits, "logits")
@@ -166,7 +175,7 @@ def route(logits, bias, config: GateConfig = DEEPSEEK_V3_GATE) -> Routing:
     with np.errstate(over="ignore"):
         scores = round_to(1.0 / (1.0 + np.exp(-logits)), fmt)  # scores.sigmoid()
     biased = round_to(scores + bias, fmt)  # scores = scores + self.bias (selection only)
-    per_group = np.sort(biased.reshape(t, c.n_groups, -1), axis=-1)  # (T, G, E/G) ascending
+    per_group = np.sort(biased.reshape(t, c.n_groups, c.n_experts // c.n_groups), axis=-1)  # (T, G, E/G) ascending
     group_scores = round_to(per_group[..., -1] + per_group[..., -2], fmt)  # scores.topk(2)[0].sum(-1)
     groups = top_indices(group_scores, c.topk_groups)  # group_scores.topk(topk_groups)
     kept = np.zeros((t, c.n_groups), dtype=bool)
@@ -301,14 +310,22 @@ class MessageFormat:
         return self.hidden * self.combine_itemsize
 
 
+def _require_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        require(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1, ShapeError,
+                f"{name}: expected a positive int, got {value!r}")
+
+
 def capacity(local_batch: int, top_k: int, experts_per_rank: int) -> int:
     """Return max_tokens = local_batch x min(top_k, experts_per_rank): the rows one source can need on one rank."""
-    return local_batch * min(top_k, experts_per_rank)
+    _require_sizes(local_batch=local_batch, top_k=top_k, experts_per_rank=experts_per_rank)
+    return int(local_batch) * min(int(top_k), int(experts_per_rank))
 
 
 def buffer_bytes(rank_num: int, max_tokens: int, msg_bytes: int) -> int:
     """Return the static buffer size rank_num x max_tokens x msg_size (§4.2.1)."""
-    return rank_num * max_tokens * msg_bytes
+    _require_sizes(rank_num=rank_num, max_tokens=max_tokens, msg_bytes=msg_bytes)
+    return int(rank_num) * int(max_tokens) * int(msg_bytes)
 
 
 def pack_dispatch_message(xq: np.ndarray, scale: float, meta: tuple[int, int, int, int],

@@ -625,6 +625,12 @@ def prolog_deviation_bound(int8_path: PrologResult, bf16_path: PrologResult, wei
 
 def outlier_problem(seed: int, tokens: int = 8, k: int = 64, out: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """Return seeded BF16 (x (T, K), W (O, K)): outlier activation channels 0-2, large weights in quiet channel 3."""
+    channels = " (outlier channels 0-2 and the quiet channel 3)"
+    for name, value, least, why in (("tokens", tokens, 1, ""), ("k", k, 4, channels), ("out", out, 1, "")):
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= least, ShapeError,
+                f"{name}: expected an int >= {least}{why}, got {value!r}")
+    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, DomainError,
+            f"seed: expected an int >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((tokens, k))
     x[:, :3] *= (40.0, 25.0, 10.0)  # SmoothQuant's systematic outlier channels

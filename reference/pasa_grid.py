@@ -201,8 +201,7 @@ def predictions(cell: Cell, problem: AttentionProblem, cols: dict[str, PasaConfi
 
 def run_cell(cell: Cell, shape: GridShape, cols: dict[str, PasaConfig | None], seed: int = SEED,
              with_gold: bool = True) -> dict:
-    """Return one cell's row: metrics and overflow per column, the predictions, the gold's bound."""
-    start = time.perf_counter()
+    """Return one cell's row: metrics and overflow per column, the predictions, the gold's bound (no wall time)."""
     problem = cell_problem(cell, shape, seed)
     gold_out, radius = gold(problem) if with_gold else (None, None)
     rms_v = float(np.sqrt(np.mean(problem.v ** 2)))
@@ -223,7 +222,6 @@ def run_cell(cell: Cell, shape: GridShape, cols: dict[str, PasaConfig | None], s
             entry["resolved"] = entry["rel_rmse"] is not None and entry["rel_rmse"] >= GOLD_MARGIN * bound
         graded = [e["rel_rmse"] for e in results.values() if e["resolved"]]
         row["gold_margin"] = min(graded) / bound if graded and bound else None
-    row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 
 
@@ -256,12 +254,16 @@ def claims(rows: list[dict]) -> list[str]:
 
 def run_grid(shape: GridShape, cells: list[Cell], cols: dict[str, PasaConfig | None], seed: int = SEED,
              with_gold: bool = True, progress=None) -> dict:
-    """Return the whole report: shape, rows, and the failed claims."""
+    """Return the whole report: shape, rows, and the failed claims; ``progress(row, seconds)`` after each cell.
+
+    The report holds no wall time, so the same arguments give the same report byte for byte.
+    """
     rows = []
     for cell in cells:
+        start = time.perf_counter()
         rows.append(run_cell(cell, shape, cols, seed, with_gold))
         if progress is not None:
-            progress(rows[-1])
+            progress(rows[-1], time.perf_counter() - start)
     return {"source": "arXiv:2503.01873; chenglong92/PASA@14f5c6f PASA_Verification.py", "seed": seed,
             "shape": asdict(shape), "block_k": BLOCK_K, "columns": list(cols), "rows": rows,
             "failed_claims": claims(rows)}
@@ -399,14 +401,18 @@ def main(argv: list[str]) -> int:
     shape = GridShape(**{k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in asdict(base).items()})
     for flag in ("json", "csv", "png"):  # fail before hours of work, not after
         path = getattr(args, flag)
-        require(path is None or os.path.isdir(os.path.dirname(os.path.abspath(path))), DomainError,
-                f"--{flag}: expected a file in an existing directory, got {path!r}")
+        folder = None if path is None else os.path.dirname(os.path.abspath(path))
+        require(path is None or (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
+                                 and not os.path.isdir(path)), DomainError,
+                f"--{flag}: expected a file in an existing, writable directory, got {path!r}")
     if args.png and importlib.util.find_spec("matplotlib") is None:
         print("attnspec report pasa-grid: --png needs matplotlib: pip install 'attnspec[plot]'", file=sys.stderr)
         return 2
     cols = columns(args.beta or DEFAULT_BETAS, not args.no_author)
-    report = run_grid(shape, grid_cells(args.biases, args.amplitudes, hybrid=not args.no_hybrid), cols, args.seed,
-                      progress=lambda row: print(f"  {row['name']}: {row['seconds']} s", file=sys.stderr, flush=True))
+    cells = grid_cells(args.biases, args.amplitudes, hybrid=not args.no_hybrid)
+    report = run_grid(shape, cells, cols, args.seed,
+                      progress=lambda row, seconds: print(f"  {row['name']}: {seconds:.2f} s", file=sys.stderr,
+                                                          flush=True))
     print(table_text(report), end="")
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
