@@ -1,6 +1,6 @@
-"""Conformance vectors: a versioned, deterministic export of conformance cases, readable without Python.
+r"""Conformance vectors: a versioned, deterministic export of conformance cases, readable without Python.
 
-Format ``attnspec-vectors`` version 1. Path grammar (all names ASCII, ``/``-separated)::
+Format ``attnspec-vectors`` version 2. Path grammar (all names ASCII, ``/``-separated)::
 
     set      := MANIFEST.json  case*
     case     := <op> "/" <fmt> "/" <family> "/" <case_id> "/" file
@@ -37,22 +37,61 @@ conventions (scale also as a hex float), every array's file, dtype and shape, th
 source and the tolerance parameters. A kernel that reports LSE +inf or NaN for rows without
 an admissible key compares there against its own declared value.
 
-``MANIFEST.json`` lists every file with its SHA-256 and size, and ``set_sha256``: the SHA-256
-of the manifest's canonical JSON (sorted keys, no whitespace) without ``set_sha256`` itself. Loading rejects a missing, extra, truncated or altered
-file with :class:`VectorFileError`. Export is deterministic (no timestamps, sorted keys,
-fixed npy headers): exporting twice gives byte-identical files. A set is written into a
-temporary sibling directory and renamed into place, so a crash never leaves half a set.
+``MANIFEST.json`` lists every file with its SHA-256 and size, and ``set_sha256``. Loading
+rejects a missing, extra, truncated or altered file with :class:`VectorFileError`. Export is
+deterministic (no timestamps, sorted keys, fixed npy headers): exporting twice gives
+byte-identical files.
+
+``set_sha256`` is the lowercase hex SHA-256 of the UTF-8 bytes of the manifest's canonical
+form: the manifest object without its ``set_sha256`` member, as JSON with
+
+- every object's members sorted by key (code point order), at every depth;
+- no whitespace at all: "," between items, ":" between key and value, no trailing newline;
+- strings with ``"`` and ``\`` escaped as ``\"`` and ``\\``, U+0008, U+0009, U+000A, U+000C
+  and U+000D as ``\b \t \n \f \r``, the other characters below U+0020 as ``\u00xx``
+  (lowercase hex), and every other character as itself (UTF-8, not escaped);
+- integers in decimal (a manifest holds no other numbers), ``null``, ``true``, ``false``.
+
+A manifest attnspec writes holds only ASCII strings and integers, so this is also its
+RFC 8785 (JSON Canonicalization Scheme) form; in Python it is ``json.dumps(body,
+sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")``.
+
+Versions. 2 (2026-11-30): the canonical form above. 1: the same JSON with ", " and ": " as
+separators (Python's defaults, while the text promised no whitespace); still readable, never
+written. Nothing else differs.
+
+Atomic export. A set is written completely into a hidden sibling ``.DIR.tmp-*`` (manifest
+last), then swapped into place, so DIR holds the old set or the new one at every instant:
+
+1. Where Linux's ``renameat2(RENAME_EXCHANGE)`` exists (glibc >= 2.28, kernel >= 3.15, and a
+   filesystem that supports it), the staging directory and DIR are exchanged in one atomic
+   step; the staging name then holds the old set, which is deleted.
+2. Elsewhere (or where the filesystem refuses the exchange), DIR is renamed aside to
+   ``.DIR.old-<pid>``, the staging directory is renamed to DIR, and the aside set is renamed
+   to a ``.DIR.tmp-*`` name and deleted. A writer killed between the first two renames
+   leaves no DIR but the whole old set at ``.DIR.old-<pid>``: the next export or load of DIR
+   renames it back first.
+
+A first export is one rename. Exports, and a load's restore, hold an exclusive ``flock`` on
+DIR's parent directory, so concurrent writers wait for each other; each export first removes
+the ``.DIR.tmp-*`` and ``.DIR.old-*`` leftovers of killed writers. DIR must be a vector set
+(it has MANIFEST.json) or an empty directory, and is checked before any case is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import io
 import json
 import math
 import os
 import re
+import secrets
 import shutil
+import sys
 import tempfile
 import tokenize
 from dataclasses import dataclass
@@ -74,7 +113,9 @@ from .oracle import oracle_from_problem
 from .tolerances import FlashRule, LseRule
 
 FORMAT_NAME = "attnspec-vectors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The separators of each readable version's canonical form (see the module docstring).
+SEPARATORS = {1: (", ", ": "), 2: (",", ":")}
 ORACLE_DIGITS = 40
 _F64 = Format.FP64
 
@@ -210,7 +251,8 @@ def case_files(row: VectorRow) -> dict[str, bytes]:
 
 
 def _manifest(files: dict[str, bytes], level: int | None) -> bytes:
-    listing = {path: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for path, data in sorted(files.items())}
+    listing = {path: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+               for path, data in sorted(files.items())}
     cases = sorted({path.rsplit("/", 1)[0] for path in files})
     body = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "spec_version": SPEC_VERSION, "level": level,
             "path_grammar": "<op>/<fmt>/<family>/<case_id>/<file>", "cases": cases, "files": listing}
@@ -218,49 +260,172 @@ def _manifest(files: dict[str, bytes], level: int | None) -> bytes:
 
 
 def _set_digest(body: dict) -> str:
-    """Return the SHA-256 of the manifest's canonical JSON without its own ``set_sha256``."""
+    """Return the SHA-256 of the manifest's canonical form (module docstring) without its own ``set_sha256``.
+
+    The form is that of the manifest's ``format_version`` when readable, else the current one.
+    """
     rest = {key: value for key, value in body.items() if key != "set_sha256"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+    version = body.get("format_version")
+    separators = SEPARATORS[version] if type(version) is int and version in SEPARATORS else SEPARATORS[FORMAT_VERSION]
+    canonical = json.dumps(rest, sort_keys=True, separators=separators, ensure_ascii=False)
+    # surrogatepass: a lone surrogate (only a forged manifest holds one) gets a digest that cannot match, not a crash
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# The atomic swap (module docstring, "Atomic export")
+# ----------------------------------------------------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_EXCHANGE_UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}  # old kernel, filesystem without it
+
+
+def _load_renameat2():
+    """Return glibc's renameat2 (>= 2.28) through ctypes, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Exchange the directories ``a`` and ``b`` in one atomic step; return False where the system cannot."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _EXCHANGE_UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _siblings(root: Path, kind: str) -> list[Path]:
+    """Return the hidden siblings ``.NAME.<kind>-*`` of ``root`` (staging ``tmp``, aside ``old``), sorted."""
+    prefix = f".{root.name}.{kind}-"
+    return sorted(p for p in root.parent.iterdir() if p.name.startswith(prefix)) if root.parent.is_dir() else []
+
+
+@contextlib.contextmanager
+def _writers_lock(root: Path):
+    """Hold an exclusive flock on ``root``'s parent directory (released when the process dies, even by SIGKILL)."""
+    import fcntl  # POSIX: here, not at the top, so that the loader still imports where there is none
+    fd = os.open(root.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _restore_aside(root: Path) -> None:
+    """Rename a set left aside by a writer killed between the two renames back to ``root`` (caller holds the lock)."""
+    asides = [p for p in _siblings(root, "old") if p.is_dir() and not p.is_symlink()]
+    if asides and not os.path.lexists(root):
+        os.rename(asides[0], root)
+
+
+def _remove(path: Path) -> None:
+    """Remove a leftover sibling: a directory with its contents, anything else (a link, a file) by itself."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _staging_name(root: Path) -> Path:
+    """Return a fresh hidden sibling name ``.NAME.tmp-<pid>-<random>`` (never restored, removed when left over)."""
+    return root.parent / f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _discard(aside: Path, root: Path) -> None:
+    """Delete the set moved aside from ``root``, first renamed to a staging name (never restored half-deleted)."""
+    trash = _staging_name(root)
+    os.rename(aside, trash)
+    shutil.rmtree(trash)
+
+
+def _absolute(root: "str | Path") -> Path:
+    """Return ``root`` as an absolute, normalised path with a name (its siblings live next to it)."""
+    path = Path(os.path.abspath(root))
+    require(path.name != "", VectorFileError, f"{root}: expected a directory with a name to hold a vector set")
+    return path
+
+
+def require_export_target(root: "str | Path") -> Path:
+    """Return ``root`` as an absolute path after checking that an export may replace it.
+
+    Raises VectorFileError unless ``root`` is absent, an empty directory, or a vector set (it
+    has MANIFEST.json), in a directory this process may write (or may create); a symbolic link
+    is refused. Cheap: call it before computing any case.
+    """
+    root = _absolute(root)
+    existing = next(p for p in root.parents if os.path.lexists(p))
+    require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK), VectorFileError,
+            f"{root}: expected a location this process may write, but {existing} is "
+            + ("not writable" if existing.is_dir() else "not a directory"))
+    require(not root.is_symlink(), VectorFileError, f"{root}: expected a directory, got a symbolic link")
+    if root.exists():
+        require(root.is_dir() and ((root / "MANIFEST.json").is_file() or not any(root.iterdir())), VectorFileError,
+                f"{root}: expected a vector set (with MANIFEST.json) or an empty directory to replace, got "
+                + ("other files" if root.is_dir() else "a file"))
+    return root
 
 
 def write_vector_set(root: "str | Path", rows: Iterable[VectorRow], *, level: int | None = None) -> str:
     """Write a vector set atomically at ``root``; return its ``set_sha256``.
 
-    The set is written into a temporary sibling directory and renamed into place. An existing
-    ``root`` is replaced only if it is a vector set (has MANIFEST.json) or empty.
+    ``root`` is checked (:func:`require_export_target`) before ``rows`` is read; the set is
+    written into a hidden sibling and swapped into place as the module docstring says.
     """
-    root = Path(root)
-    files: dict[str, bytes] = {}
-    for row in rows:
-        base = case_path(row)
-        for name, data in case_files(row).items():
-            files[f"{base}/{name}"] = data
-    manifest = _manifest(files, level)
-    if root.exists():
-        require(root.is_dir() and ((root / "MANIFEST.json").is_file() or not any(root.iterdir())), VectorFileError,
-                f"{root}: expected a vector set (with MANIFEST.json) or an empty directory to replace, got other files")
+    root = require_export_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
-        for path, data in files.items():
-            target = staging / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        (staging / "MANIFEST.json").write_bytes(manifest)
-        old = None
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-        os.replace(staging, root)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _writers_lock(root):
+        _restore_aside(root)
+        for leftover in _siblings(root, "tmp") + _siblings(root, "old"):  # of killed writers: the lock is ours
+            _remove(leftover)
+        require_export_target(root)  # again, now that no other writer can change it
+        files: dict[str, bytes] = {}
+        for row in rows:
+            base = case_path(row)
+            for name, data in case_files(row).items():
+                files[f"{base}/{name}"] = data
+        manifest = _manifest(files, level)
+        staging = _staging_name(root)
+        os.mkdir(staging)  # the umask's mode, as for any directory
+        try:
+            for path, data in files.items():
+                target = staging / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            (staging / "MANIFEST.json").write_bytes(manifest)
+            if not root.exists():
+                os.rename(staging, root)  # a first export: one rename
+            elif _exchange(staging, root):
+                shutil.rmtree(staging)  # the staging name now holds the old set
+            else:
+                aside = root.parent / f".{root.name}.old-{os.getpid()}"
+                os.rename(root, aside)
+                os.rename(staging, root)
+                _discard(aside, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            _restore_aside(root)  # an error between the two renames: the old set goes back
+            raise
     return json.loads(manifest)["set_sha256"]
 
 
-def export_rows(level: int = 1, *, ops: Iterable[str] | None = None, formats: Iterable[str] | None = None) -> list[VectorRow]:
+def export_rows(level: int = 1, *, ops: Iterable[str] | None = None,
+                formats: Iterable[str] | None = None) -> list[VectorRow]:
     """Return the rows of the vector set of ``level``: the case table plus the AMLA module's named cases.
 
     ``ops`` and ``formats`` select a subset (default: everything).
@@ -327,14 +492,25 @@ def verify_vector_set(root: "str | Path", *, digest: str | None = None) -> dict:
     """Return the manifest after checking every file's presence, size and SHA-256, and that none is extra.
 
     ``digest`` pins the expected ``set_sha256``. Raises VectorFileError naming the first problem.
+    Where ``root`` is missing but a writer killed mid-swap left the old set aside
+    (``.NAME.old-*``), that set is first renamed back (module docstring, "Atomic export").
     """
     root = Path(root)
+    asides = [] if os.path.lexists(root) else _siblings(_absolute(root), "old")
+    if asides:
+        try:
+            with _writers_lock(_absolute(root)):
+                _restore_aside(_absolute(root))
+        except OSError as exc:
+            raise VectorFileError(f"{root}: expected a vector set, got none; a writer killed mid-export left the old "
+                                  f"set at {asides[0]}, which could not be renamed back: {exc}") from exc
     require((root / "MANIFEST.json").is_file(), VectorFileError, f"{root}: expected a vector set with MANIFEST.json")
     manifest = _read_json(root / "MANIFEST.json")
     require(isinstance(manifest, dict), VectorFileError, f"{root}/MANIFEST.json: expected a JSON object")
-    require(manifest.get("format") == FORMAT_NAME and manifest.get("format_version") == FORMAT_VERSION,
-            VectorFileError, f"{root}/MANIFEST.json: expected format {FORMAT_NAME} version {FORMAT_VERSION}, got "
-                             f"{manifest.get('format')!r} version {manifest.get('format_version')!r}")
+    version = manifest.get("format_version")
+    require(manifest.get("format") == FORMAT_NAME and type(version) is int and version in SEPARATORS,
+            VectorFileError, f"{root}/MANIFEST.json: expected format {FORMAT_NAME} version "
+                             f"{' or '.join(map(str, SEPARATORS))}, got {manifest.get('format')!r} version {version!r}")
     listing = manifest.get("files")
     require(isinstance(listing, dict) and _set_digest(manifest) == manifest.get("set_sha256"), VectorFileError,
             f"{root}/MANIFEST.json: expected set_sha256 to match the manifest (it was altered)")
@@ -457,8 +633,9 @@ def check_vectors(root: "str | Path", impl: Any, *, op: str | None = None, rule:
         if not chosen:
             continue
         results = [evaluate(kernel, c.case, name, rule=rule, expected=c.expected) for c in chosen]
-        reports.append(CheckReport(impl if isinstance(impl, str) else kernel.name, name, ",".join(sorted({str(c.case.fmt) for c in chosen})), rule,
-                                   "vectors", 0, len(results), results))
+        formats = ",".join(sorted({str(c.case.fmt) for c in chosen}))
+        reports.append(CheckReport(impl if isinstance(impl, str) else kernel.name, name, formats, rule, "vectors", 0,
+                                   len(results), results))
     return reports
 
 

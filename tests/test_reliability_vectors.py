@@ -103,14 +103,58 @@ def test_every_file_is_listed_with_its_size_and_checksum(pristine):
     assert all(f"{case}/case.json" in body["files"] for case in body["cases"])
 
 
-@gap("set_sha256 is computed over json.dumps(..., sort_keys=True) with the default ', ' and ': ' separators, "
-     "but its docstring promises canonical JSON without whitespace: a non-Python reader following the text "
-     "computes a different digest")
-def test_set_digest_follows_its_documented_rule(pristine):
-    body = manifest(pristine)
+ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def canonical(value) -> str:
+    """Return the canonical form that reference/vectors.py's docstring states, built from its text (no json module)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(canonical(k) + ":" + canonical(v) for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + "".join(ESCAPES.get(c, f"\\u{ord(c):04x}" if c < " " else c) for c in value) + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    assert type(value) is int, value
+    return str(value)
+
+
+def documented_digest(body: dict) -> str:
     rest = {k: v for k, v in body.items() if k != "set_sha256"}
-    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    assert hashlib.sha256(canonical.encode("ascii")).hexdigest() == body["set_sha256"]
+    return hashlib.sha256(canonical(rest).encode("utf-8")).hexdigest()
+
+
+def test_set_digest_follows_its_documented_rule(pristine):
+    """What a C++ or Rust reader computes from the docstring's rule is the digest the manifest carries."""
+    body = manifest(pristine)
+    assert body["format_version"] == 2 and documented_digest(body) == body["set_sha256"]
+    rest = {k: v for k, v in body.items() if k != "set_sha256"}
+    version_1 = hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()  # ", " and ": "
+    assert version_1 != body["set_sha256"], "the check cannot tell the two rules apart"
+
+
+def test_the_canonical_form_of_awkward_strings():
+    """Escapes, non-ASCII characters, nesting and every JSON kind a manifest could hold, against the stated rule."""
+    body = {"format_version": 2, "z": [1, -2, None, True, False, {"b": "", "a": "é \u2028 \U0001f600"}],
+            "quote\"back\\slash": "\b\t\n\f\r \x00\x01\x1f \x7f /", "A": {"nested": [[], {}]}}
+    assert vec._set_digest(body) == documented_digest(body)
+    assert vec._set_digest({**body, "z": []}) != documented_digest(body)
+
+
+def test_a_version_1_set_still_verifies(vset):
+    """Version 1 signed with Python's default separators; its sets stay readable, and only with that rule."""
+    body = {**manifest(vset), "format_version": 1}
+    rest = {k: v for k, v in body.items() if k != "set_sha256"}
+    body["set_sha256"] = hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+    (vset / "MANIFEST.json").write_text(json.dumps(body))
+    assert vec.verify_vector_set(vset)["format_version"] == 1
+    body["set_sha256"] = documented_digest(body)  # the version 2 rule on a version 1 manifest
+    (vset / "MANIFEST.json").write_text(json.dumps(body))
+    with pytest.raises(VectorFileError, match="it was altered"):
+        vec.verify_vector_set(vset)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,24 +369,27 @@ def test_cli_verify_reports_damage_in_one_line(vset, capsys):
 # Writers killed mid-export
 # ----------------------------------------------------------------------------------------------
 
-# Runs in a fresh interpreter: computes the rows once, then, per kill point, writes the old set,
-# forks a child that starts writing the new set over it and SIGKILLs itself at that point, and
-# reports what the directory holds afterwards.
-KILLER = r'''
-import json, os, pathlib, shutil, signal, sys
+# Runs in a fresh interpreter: computes the rows once, then, per scenario, writes the old set (or
+# none), forks a child that starts writing the new set over it and SIGKILLs itself at the
+# scenario's point, and reports what the directory holds: before any load, after a load (which
+# restores a set left aside), and after the next export.
+KILLER = r"""
+import json, os, pathlib, signal, sys
 from attnspec.errors import VectorFileError
 from attnspec.reference import vectors as vec
 from attnspec.reference.cases import build_case, vector_params
 
 base = pathlib.Path(sys.argv[1])
+scenarios = json.loads(sys.argv[2])
 rows = [vec.oracle_row(op, build_case(f, fmt, p)) for op, fmt, f, p in vector_params(1)[:3]]
 OLD, NEW = rows[:1], rows
+EXCHANGE = vec._RENAMEAT2
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 def arm(point):
-    """Install the hook that kills this process at ``point``: write:N[:partial], replace:N:before|after, rmtree."""
+    # write:N[:partial], rename:N:before|after, exchange:before|after, rmtree
     what, *rest = point.split(":")
     count = {"n": 0}
     if what == "write":
@@ -355,16 +402,24 @@ def arm(point):
                 die()
             return real(self, data)
         pathlib.Path.write_bytes = write_bytes
-    elif what == "replace":
-        real = os.replace
-        def replace(src, dst):
+    elif what == "rename":
+        real = os.rename
+        def rename(src, dst):
             count["n"] += 1
             if count["n"] == int(rest[0]) and rest[1] == "before":
                 die()
             real(src, dst)
             if count["n"] == int(rest[0]) and rest[1] == "after":
                 die()
-        vec.os.replace = replace
+        vec.os.rename = rename
+    elif what == "exchange":
+        real = vec._exchange
+        def exchange(a, b):
+            if rest[0] == "before":
+                die()
+            real(a, b)
+            die()
+        vec._exchange = exchange
     elif what == "rmtree":
         vec.shutil.rmtree = lambda *a, **k: die()
 
@@ -374,76 +429,159 @@ def state(root, digests):
     except VectorFileError as exc:
         return "rejected: " + str(exc).split(": ", 1)[-1][:60]
 
+def hidden(root):
+    return sorted(p.name for p in root.parent.iterdir() if p.name != "set")
+
 new_digest = vec.write_vector_set(base / "reference-new", NEW)
 report = {}
-for point in sys.argv[2:]:
-    for start in ("old", "none"):
-        root = base / f"{point}-{start}".replace(":", "_") / "set"
-        root.parent.mkdir(parents=True)
-        digests = {new_digest: "new"}
-        if start == "old":
-            digests[vec.write_vector_set(root, OLD)] = "old"
-        pid = os.fork()
-        if pid == 0:
-            arm(point)
-            vec.write_vector_set(root, NEW)
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        leftovers = sorted(p.name for p in root.parent.iterdir() if p.name != "set")
-        report[f"{point}/{start}"] = {"killed": killed, "state": state(root, digests), "leftovers": leftovers}
+for name, (mode, start, point) in scenarios.items():
+    vec._RENAMEAT2 = EXCHANGE if mode == "exchange" else None
+    root = base / name.replace(":", "_").replace("/", "_") / "set"
+    root.parent.mkdir(parents=True)
+    digests = {new_digest: "new"}
+    if start == "old":
+        digests[vec.write_vector_set(root, OLD)] = "old"
+    pid = os.fork()
+    if pid == 0:
+        arm(point)
+        vec.write_vector_set(root, NEW)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    outcome = {"killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
+               "present": (root / "MANIFEST.json").is_file(), "leftovers": hidden(root)}
+    outcome["state"] = state(root, digests)
+    outcome["after_load"] = hidden(root)
+    outcome["next_export"] = vec.write_vector_set(root, NEW) == new_digest
+    outcome["after_next_export"] = hidden(root)
+    report[name] = outcome
 print(json.dumps(report))
-'''
+"""
 
-# (kill point, what it interrupts); the writer writes 3 cases x 12 files, then MANIFEST.json.
-KILL_POINTS = {
-    "write:1": "before the first file",
-    "write:1:partial": "half-way through the first file",
-    "write:18:partial": "half-way through the set",
-    "write:37": "before the manifest",
-    "write:37:partial": "half-way through the manifest",
-    "replace:1:before": "before the first rename",
-    "replace:1:after": "between moving the old set aside and moving the new one in",
-    "replace:2:after": "after the new set is in place, before the old one is deleted",
-    "rmtree": "while deleting the old set",
+NOTHING = "rejected: expected a vector set with MANIFEST.json"
+# name -> (swap mode, what DIR held, kill point, what DIR holds after a load); the writer writes
+# 3 cases x 12 files, then MANIFEST.json, then swaps.
+SCENARIOS = {
+    "before the first file": ("exchange", "old", "write:1", "old"),
+    "half-way through the first file": ("exchange", "old", "write:1:partial", "old"),
+    "half-way through the set": ("exchange", "old", "write:18:partial", "old"),
+    "before the manifest": ("exchange", "old", "write:37", "old"),
+    "half-way through the manifest": ("exchange", "old", "write:37:partial", "old"),
+    "before the exchange": ("exchange", "old", "exchange:before", "old"),
+    "after the exchange, before the old set is deleted": ("exchange", "old", "exchange:after", "new"),
+    "while deleting the old set": ("exchange", "old", "rmtree", "new"),
+    "first export: half-way through the set": ("exchange", "none", "write:18:partial", NOTHING),
+    "first export: before its rename": ("exchange", "none", "rename:1:before", NOTHING),
+    "first export: after its rename": ("exchange", "none", "rename:1:after", "new"),
+    "fallback: half-way through the manifest": ("fallback", "old", "write:37:partial", "old"),
+    "fallback: before moving the old set aside": ("fallback", "old", "rename:1:before", "old"),
+    "fallback: between the two renames": ("fallback", "old", "rename:1:after", "old"),
+    "fallback: after the new set is in place": ("fallback", "old", "rename:2:after", "new"),
+    "fallback: after the old set is renamed for deletion": ("fallback", "old", "rename:3:after", "new"),
+    "fallback: while deleting the old set": ("fallback", "old", "rmtree", "new"),
 }
-# Kill points after which the directory legitimately holds the new set (with and without an old one).
-AFTER_COMMIT = {"replace:2:after", "rmtree"}
-FIRST_EXPORT_COMMITTED = {"replace:1:after", "replace:2:after", "rmtree"}  # one rename only, nothing to delete
 
 
 @pytest.fixture(scope="module")
 def kill_report(tmp_path_factory):
+    assert vec._RENAMEAT2 is not None, "this machine has no renameat2: the exchange scenarios cannot run"
     base = tmp_path_factory.mktemp("killed")
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(base), *KILL_POINTS], capture_output=True, text=True,
-                          timeout=600)
+    scenarios = {name: list(s[:3]) for name, s in SCENARIOS.items()}
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(base), json.dumps(scenarios)], capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("point", [
-    pytest.param(p, marks=gap("the old set is renamed aside before the new one is renamed in: killed in "
-                              "between, DIR does not exist (the old set survives only as .DIR.old-PID)"))
-    if p == "replace:1:after" else p for p in KILL_POINTS])
-def test_a_killed_export_leaves_the_old_set_or_the_new_one(kill_report, point):
-    outcome = kill_report[f"{point}/old"]
-    assert outcome["killed"], f"the writer never reached {point} ({KILL_POINTS[point]})"
-    assert outcome["state"] == ("new" if point in AFTER_COMMIT else "old"), outcome
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_a_killed_export_leaves_the_old_set_or_the_new_one(kill_report, name):
+    mode, start, point, expected = SCENARIOS[name]
+    outcome = kill_report[name]
+    assert outcome["killed"], f"the writer never reached {point} ({name})"
+    assert outcome["state"] == expected, outcome
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_a_killed_first_export_leaves_nothing_or_the_new_set(kill_report, point):
-    outcome = kill_report[f"{point}/none"]
-    if point in FIRST_EXPORT_COMMITTED:
-        assert outcome["state"] == "new", outcome
-    else:
-        assert outcome["killed"] and outcome["state"] == "rejected: expected a vector set with MANIFEST.json", outcome
+@pytest.mark.parametrize("name", [n for n, s in SCENARIOS.items() if s[:2] == ("exchange", "old")])
+def test_with_the_exchange_dir_is_never_missing(kill_report, name):
+    """renameat2(RENAME_EXCHANGE): DIR holds a whole set at every instant, before any load restores anything."""
+    assert kill_report[name]["present"], kill_report[name]
+
+
+def test_without_the_exchange_a_load_restores_the_set_moved_aside(kill_report):
+    """Fallback, killed between the two renames: no DIR, the old set at .set.old-PID; the next load renames it back."""
+    outcome = kill_report["fallback: between the two renames"]
+    assert not outcome["present"] and any(n.startswith(".set.old-") for n in outcome["leftovers"]), outcome
+    assert outcome["state"] == "old" and not any(n.startswith(".set.old-") for n in outcome["after_load"]), outcome
 
 
 def test_killed_exports_leave_only_hidden_siblings(kill_report):
-    """Staging and aside directories are dot-named siblings; the loader never looks at them."""
+    """Staging and aside directories are dot-named siblings; the loader never reads them."""
     for outcome in kill_report.values():
-        assert all(name.startswith(".set.") for name in outcome["leftovers"]), outcome
+        assert all(name.startswith(".set.") for name in outcome["leftovers"] + outcome["after_load"]), outcome
+
+
+def test_the_next_export_removes_every_leftover(kill_report):
+    for outcome in kill_report.values():
+        assert outcome["next_export"] and outcome["after_next_export"] == [], outcome
+
+
+def test_the_cleanup_spares_other_names(rows, tmp_path):
+    """Only .set.tmp-* and .set.old-* siblings are leftovers; other names, and link targets, are not touched."""
+    root = tmp_path / "set"
+    vec.write_vector_set(root, rows[:1])
+    for name in (".set.tmp-1-dead", ".set.old-2"):
+        (tmp_path / name / "x").mkdir(parents=True)
+    for name in (".settings.tmp-1", ".other.tmp-1", "set2", ".set"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".set.tmp-3-file").write_text("a file")
+    (tmp_path / ".set.old-4").symlink_to(tmp_path / "set2")  # a link: removed, its target kept
+    vec.write_vector_set(root, rows[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-1", ".set", ".settings.tmp-1", "set", "set2"]
+
+
+def test_an_export_that_fails_between_the_renames_puts_the_old_set_back(rows, tmp_path, monkeypatch):
+    """Fallback swap, the second rename raises (e.g. EXDEV, EACCES): the old set is renamed back, nothing is left."""
+    root = tmp_path / "set"
+    digest = vec.write_vector_set(root, rows[:1])
+    monkeypatch.setattr(vec, "_RENAMEAT2", None)
+    real = os.rename
+
+    def rename(src, dst):
+        if Path(src).name.startswith(".set.tmp-") and Path(dst) == root:
+            raise OSError("the second rename failed")
+        real(src, dst)
+
+    monkeypatch.setattr(vec.os, "rename", rename)
+    with pytest.raises(OSError, match="the second rename failed"):
+        vec.write_vector_set(root, rows)
+    monkeypatch.setattr(vec.os, "rename", real)
+    assert vec.verify_vector_set(root)["set_sha256"] == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_an_export_refuses_a_foreign_directory_before_computing_any_case(tmp_path, monkeypatch, capsys):
+    """`attnspec vectors export` over a directory that is not a set fails at once: no case is computed."""
+    from attnspec.cli import main
+    from attnspec.commands import vectors as command
+    (tmp_path / "mine.txt").write_text("x")
+    computed = []
+    monkeypatch.setattr(command, "export_rows", lambda *a, **k: computed.append(a) or [])
+    assert main(["vectors", "export", str(tmp_path), "--op", "attention"]) == 2
+    assert computed == [] and "expected a vector set (with MANIFEST.json) or an empty" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+@pytest.mark.parametrize("make, target, message", [
+    pytest.param(lambda d: (d / "set").write_text("a file"), "set", "or an empty directory to replace, got a file",
+                 id="a file"),
+    pytest.param(lambda d: (d / "set").symlink_to(d), "set", "expected a directory, got a symbolic link",
+                 id="a symbolic link"),
+    pytest.param(lambda d: (d / "deeper").write_text("a file"), "deeper/set", "deeper is not a directory",
+                 id="a file on the path"),
+])
+def test_an_export_refuses_what_is_not_a_directory(rows, tmp_path, make, target, message):
+    make(tmp_path)
+    with pytest.raises(VectorFileError, match=message):
+        vec.write_vector_set(tmp_path / target, rows[:1])
 
 
 @pytest.mark.skipif(os.environ.get(PROFILE_ENV) != "thorough", reason="seconds per kill; the thorough profile runs it")

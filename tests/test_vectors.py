@@ -112,17 +112,18 @@ def test_write_refuses_a_foreign_directory(tmp_path, rows):
 def test_a_crash_leaves_the_old_set_intact(tmp_path, rows, monkeypatch):
     root = tmp_path / "set"
     digest = vec.write_vector_set(root, rows[:1])
-    real = os.replace
+    real = os.rename
 
     def crash(src, dst):
         if Path(dst) == root:
             raise OSError("disk full")
         return real(src, dst)
 
-    monkeypatch.setattr(vec.os, "replace", crash)
+    monkeypatch.setattr(vec.os, "rename", crash)
+    monkeypatch.setattr(vec, "_exchange", crash)  # the atomic swap fails the same way
     with pytest.raises(OSError):
         vec.write_vector_set(root, rows[:2])
-    monkeypatch.setattr(vec.os, "replace", real)
+    monkeypatch.setattr(vec.os, "rename", real)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".set.tmp-")]
     assert not leftovers
     old = [p for p in tmp_path.iterdir() if p.name.startswith(".set.old-")]

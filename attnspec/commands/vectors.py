@@ -7,7 +7,8 @@ import time
 
 from attnspec.reference.cases import OPS
 from attnspec.reference.tolerances import RULES
-from attnspec.reference.vectors import check_vectors, export_rows, verify_vector_set, write_vector_set
+from attnspec.reference.vectors import (check_vectors, export_rows, require_export_target, verify_vector_set,
+                                        write_vector_set)
 
 
 def register(sub) -> None:
@@ -38,6 +39,7 @@ def register(sub) -> None:
 
 def run_export(args) -> int:
     start = time.perf_counter()
+    require_export_target(args.dir)  # before minutes of oracle work, not after
     rows = export_rows(args.level, ops=args.op, formats=args.fmt)
     digest = write_vector_set(args.dir, rows, level=args.level)
     print(f"wrote {len(rows)} cases to {args.dir} in {time.perf_counter() - start:.1f} s; set_sha256 {digest}")
