@@ -140,6 +140,7 @@ def test_unknown_is_exit_3_and_never_counted_as_passed(monkeypatch, argv):
     assert code == 3
     assert body["passed"] == 0 and body["unknown"] == len(body["checks"]) >= 1
     assert all(c["status"] == "unknown" and c["data"]["reason"] == "timeout" for c in body["checks"])
+    assert body["failed"] == len(body["checks"]) - body["passed"], "'failed' counts every check not passed"
 
 
 def test_a_failure_outranks_unknown(monkeypatch):
