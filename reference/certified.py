@@ -235,41 +235,44 @@ EXP_REL = _exp_rel_bound()
 EXP_TINY = float(mpmath.exp(EXP_MIN)) * (1 + 2.0**-40)  # >= exp(EXP_MIN): what a flushed weight may hide
 
 
-_BLOCK = 1 << 13  # elements per block of exp_kernel: its dozen temporaries stay in cache
+_BLOCK = 1 << 14  # elements per block of exp_kernel: its temporaries stay in cache
 
 
 def exp_kernel(t: np.ndarray, t_lo: np.ndarray | None = None) -> np.ndarray:
     """Return exp(t + t_lo) within a relative error of EXP_REL (Tang's method; module docstring).
 
     Domain: EXP_MIN <= t <= EXP_MAX and |t_lo| <= 2^-40 (a double-double's low part).
-    exp_kernel(0) = 1 exactly. Large arrays are evaluated in blocks of _BLOCK elements: the
-    kernel is bound by memory traffic, and blocks keep its temporaries in cache.
+    exp_kernel(0) = 1 exactly. The kernel is bound by memory traffic: it runs over blocks of
+    _BLOCK elements, with its temporaries allocated once and kept in cache.
     """
     t = np.asarray(t, dtype=np.float64)
-    if t.size <= _BLOCK:
-        return _exp_block(t, t_lo)
     flat = t.reshape(-1)
     flat_lo = None if t_lo is None else np.broadcast_to(t_lo, t.shape).reshape(-1)
     out = np.empty(flat.size)
+    size = min(_BLOCK, flat.size)
+    kf, r, k, j = np.empty(size), np.empty(size), np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
     for start in range(0, flat.size, _BLOCK):
-        block = slice(start, start + _BLOCK)
-        out[block] = _exp_block(flat[block], None if flat_lo is None else flat_lo[block])
+        x = flat[start:start + _BLOCK]
+        m = x.size
+        _exp_block(x, None if flat_lo is None else flat_lo[start:start + m], out[start:start + m], kf[:m], r[:m],
+                   k[:m], j[:m])
     return out.reshape(t.shape)
 
 
-def _exp_block(t: np.ndarray, t_lo: np.ndarray | None) -> np.ndarray:
-    """Return exp_kernel(t, t_lo) for one block."""
-    kf = t * _INV
+def _exp_block(t, t_lo, h, kf, r, k, j) -> None:
+    """Write exp_kernel(t, t_lo) of one block into ``h``; ``kf``, ``r``, ``k``, ``j`` are scratch of its size."""
+    np.multiply(t, _INV, out=kf)
     kf += _MAGIC  # rint(t / c) in the low bits; any integer works, it only has to keep |r| <= R
-    k = kf.view(np.int64) - _MAGIC_BITS
+    np.subtract(kf.view(np.int64), _MAGIC_BITS, out=k)
+    np.bitwise_and(k, _TABLE - 1, out=j)
     kf -= _MAGIC
-    r = kf * _C_HI
+    np.multiply(kf, _C_HI, out=r)
     np.subtract(t, r, out=r)  # exact: k C_HI has <= 53 bits, and Sterbenz
     kf *= _C_LO
     r -= kf
     if t_lo is not None:
         r += t_lo
-    h = r * _COEF[-1]
+    np.multiply(r, _COEF[-1], out=h)
     for c in reversed(_COEF[1:-1]):  # Horner for h(r) = 1/2 + r/6 + r^2/24 + r^3/120
         h += c
         h *= r
@@ -277,16 +280,13 @@ def _exp_block(t: np.ndarray, t_lo: np.ndarray | None) -> np.ndarray:
     np.multiply(r, r, out=kf)
     h *= kf
     h += r  # p = exp(r) - 1
-    j = k & (_TABLE - 1)
     t_hi = _T_HI[j]
     h *= t_hi
     h += _T_LO[j]
     h += t_hi  # y = T_HI + (T_LO + T_HI p), in [0.99, 2)
     k >>= _TABLE_BITS
-    k += 1023
-    k <<= 52  # the bits of 2^(k div 256), a normal number on the domain
-    h *= k.view(np.float64)  # exact
-    return h
+    k <<= 52
+    h.view(np.int64)[...] += k  # y * 2^(k div 256), exactly: the result is normal on the domain
 
 
 TANH_ABS = (2 * EXP_REL + 3 * U1 + 2 * EXP_TINY) * SLACK
@@ -434,8 +434,244 @@ def _split_product(a: np.ndarray, b: np.ndarray, slices: int) -> tuple[np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------
+# Grids of the operands, and products that are exact because of them (tier 1b)
+# ----------------------------------------------------------------------------------------------
+
+GRID_NONE = 1 << 20  # the grid exponent of an all-zero row: it lies on every grid
+_SCAN_ELEMENTS = 1 << 15  # elements per block of a scan: its temporary stays in cache
+_M52 = np.uint64((1 << 52) - 1)
+_BIT52 = np.uint64(1 << 52)
+BETA_MIN = 22  # bits of each row of P in the exact slice of P V: the rest is below 2^-22 of the row max
+CORRECTION_SHARE = 2  # fall back to Ozaki splitting when the corrections cost more than 1/2 of a product
+
+
+def _exponent(x) -> np.ndarray:
+    """Return e with |x| < 2^e, elementwise as int64 (e = 0 for x = 0)."""
+    return np.frexp(x)[1].astype(np.int64)
+
+
+def _trailing_zeros(x: np.ndarray) -> np.ndarray:
+    """Return the number of trailing zero bits of each nonzero uint64, as int64."""
+    return np.bitwise_count((x & (~x + np.uint64(1))) - np.uint64(1)).astype(np.int64)
+
+
+def scan_rows(x: np.ndarray, *, grids: bool = True, columns: bool = False) -> dict[str, np.ndarray]:
+    """Return statistics of the rows of x (..., n, d) from one pass over x in cache-sized blocks.
+
+    "grid" (..., n): every element of row x[..., i, :] is an integer multiple of 2^grid[..., i];
+    grid = E - 52 + c (module docstring, "Grids"), with E = floor(log2) of the row's smallest
+    nonzero magnitude and c the trailing zeros of the union (bitwise OR) of the row's mantissa
+    fields and bit 52; an all-zero row gets GRID_NONE. "column" (..., 1, d): max_i |x_id|.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    lead, (n, d) = x.shape[:-2], x.shape[-2:]
+    groups = x.reshape((math.prod(lead), n, d))  # (L, n, d)
+    low, bits = np.full((groups.shape[0], n), np.inf), np.zeros((groups.shape[0], n), dtype=np.uint64)
+    column = np.zeros((groups.shape[0], 1, d))
+    step = max(1, _SCAN_ELEMENTS // max(d, 1))
+    buf = np.empty((min(step, n), d))
+    for i in range(groups.shape[0] if n and d else 0):
+        for start in range(0, n, step):
+            block = np.ascontiguousarray(groups[i, start:start + step])
+            a = np.abs(block, out=buf[:block.shape[0]])
+            if grids:
+                np.minimum.reduce(a, axis=-1, out=low[i, start:start + step])
+                np.bitwise_or.reduce(block.view(np.uint64), axis=-1, out=bits[i, start:start + step])
+            if columns:
+                np.maximum(column[i, 0], np.max(a, axis=0), out=column[i, 0])
+    stats = {}
+    if grids:
+        zero = np.nonzero(low == 0)  # rows holding a zero: their smallest *nonzero* magnitude
+        if zero[0].size:
+            a = np.abs(groups[zero])
+            low[zero] = np.min(a, axis=-1, where=a > 0, initial=np.inf)
+        grid = _exponent(low) - 53 + _trailing_zeros((bits & _M52) | _BIT52)
+        stats["grid"] = np.where(low == np.inf, GRID_NONE, grid).reshape(lead + (n,))
+    if columns:
+        stats["column"] = column.reshape(lead + (1, d))
+    return stats
+
+
+def _extract(x: np.ndarray, top: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Return x1: x rounded to the grid 2^(top - beta) of its row (ExtractScalar; |x| < 2^top per row).
+
+    x1 = fl(fl(x + sigma) - sigma) with sigma = 2^(top + 53 - beta); x - x1 is then exact and
+    at most 2^(top - beta), and |x1| <= 2 |x| (module docstring, "Split product").
+    """
+    sigma = np.ldexp(1.0, top + 53 - beta)[:, None]
+    x1 = x + sigma
+    x1 -= sigma
+    return x1
+
+
+def _to_grid(x: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (x1, x2): x1 = x rounded to the nearest multiple of 2^grid, x2 = x - x1, both exact, |x2| <= 2^(grid - 1).
+
+    The scalings by 2^-grid and 2^grid are exact (grid >= -1074 + 53 keeps x2's bits representable:
+    x and x1 are multiples of the smaller of their two last places, and |x - x1| is below 2^grid).
+    """
+    x1 = np.rint(x * 2.0**-grid) * 2.0**grid
+    return x1, x - x1
+
+
+@dataclass(frozen=True)
+class _LogitTerms:
+    """q @ k.T = c + T for one kv-head group (module docstring, tier 1b, "Logits").
+
+    ``c`` is exact. On a clean row (every row but ``rows``) c is an integer multiple of one grid
+    at every key, with |c| < 2^(52 + grid): differences of its entries are exact, and T is zero
+    except at the keys ``keys`` (T ~ ``key_tail``, within ``key_err``). On the split rows ``rows``
+    T ~ ``row_tail`` at every key, within ``row_err``.
+    """
+
+    c: np.ndarray  # (R, Sk)
+    rows: np.ndarray  # (nr,) the split rows
+    row_tail: np.ndarray  # (nr, Sk)
+    row_err: np.ndarray  # (nr, Sk)
+    keys: np.ndarray  # (nk,) the keys off the grid
+    key_tail: np.ndarray  # (R, nk)
+    key_err: np.ndarray  # (R, nk)
+
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (tail, err) as (R, Sk) arrays."""
+        tail, err = np.zeros(self.c.shape), np.zeros(self.c.shape)
+        tail[:, self.keys], err[:, self.keys] = self.key_tail, self.key_err
+        tail[self.rows], err[self.rows] = self.row_tail, self.row_err
+        return tail, err
+
+
+def _logit_terms(q: np.ndarray, k: np.ndarray, k_grid: np.ndarray, k_norm: np.ndarray) -> _LogitTerms:
+    """Return the exact-product terms of q @ k.T for q (R, Dk), k (Sk, Dk) (module docstring, tier 1b, "Logits").
+
+    The grid 2^gamma of the keys is chosen to minimise the cost of the corrections: a row of q
+    with more bits than its budget allows costs one extra row of products (its low part times
+    k), a key off the grid one extra column (its part off the grid times q). Without a usable
+    grid the terms come from Ozaki splitting (every row split, no exact differences).
+    """
+    r, dk = q.shape
+    sk = k.shape[0]
+    q_max = np.max(np.abs(q), axis=-1, initial=0.0)
+    top = _exponent(q_max)  # (R,): |q_r| < 2^top
+    depth = np.where(q_max > 0, top - scan_rows(q)["grid"], 0)  # q_r is a multiple of 2^(top - depth)
+    q_norm = _norm_up(q)
+    gammas = np.unique(k_grid)[:, None]  # (candidates, 1)
+    k_max = np.max(k_norm, initial=0.0) + math.sqrt(dk) * np.ldexp(1.0, np.minimum(gammas, 1000) - 1)  # >= ||k1_j||
+    need = _exponent(2 * q_norm[None, :] * k_max)  # (candidates, R): 2 ||q1_r|| ||k1_j|| < 2^need
+    beta = 52 + top[None, :] + gammas - need
+    split = depth[None, :] > beta
+    grid = top[None, :] - np.minimum(beta, depth[None, :]) + gammas
+    splittable = (beta >= 1) & (top[None, :] - beta >= -1000) & (top[None, :] - beta <= 970)  # sigma is normal
+    feasible = (splittable | ~split) & (grid >= -1074) & (need < 1000) & (gammas >= -1000)
+    n_bad = np.searchsorted(np.sort(k_grid), gammas[:, 0])
+    cost = np.where(feasible.all(axis=1), sk * split.sum(axis=1) + 2 * r * n_bad, np.inf)
+    best = int(np.argmin(cost))
+    if not np.isfinite(cost[best]) or CORRECTION_SHARE * cost[best] > r * sk:
+        (c,), tail, err = _split_terms(q, k.T, slices=1)
+        every = np.arange(r)
+        return _LogitTerms(c, every, np.broadcast_to(tail, c.shape), np.broadcast_to(err, c.shape),
+                           np.arange(0), np.zeros((r, 0)), np.zeros((r, 0)))
+    gamma_k = int(gammas[best, 0])
+    rows, keys = np.flatnonzero(split[best]), np.flatnonzero(k_grid < gamma_k)
+    q1 = q.copy()
+    q1[rows] = _extract(q[rows], top[rows], beta[best, rows])
+    c = q1 @ k.T  # (R, Sk): exact at the keys on the grid
+    k1, k2 = _to_grid(k[keys], gamma_k)
+    c[:, keys] = q1 @ k1.T  # exact: k1 is on the grid
+    key_tail = q1 @ k2.T  # (R, nk): |k2| <= 2^(gamma - 1)
+    key_err = (gamma(dk) * _norm_up(q1)[:, None] * _norm_up(k2)[None, :] + dk * ETA) * SLACK
+    q2 = q[rows] - q1[rows]  # exact, |q2| <= 2^(top - beta)
+    row_tail = q2 @ k.T  # (nr, Sk)
+    row_err = np.broadcast_to(((gamma(dk) * _norm_up(q2) * np.max(k_norm, initial=0.0) + dk * ETA) * SLACK)[:, None],
+                              row_tail.shape).copy()
+    if keys.size:  # the split rows' tails at the keys off the grid: one more rounding
+        both = row_tail[:, keys] + key_tail[rows]
+        row_err[:, keys] += key_err[rows] + U1 * np.abs(both)
+        row_tail[:, keys] = both
+    return _LogitTerms(c, rows, row_tail, row_err, keys, key_tail, key_err)
+
+
+def _numerator_terms(p: np.ndarray, v: np.ndarray, v_grid: np.ndarray, v_max: np.ndarray):
+    """Return (num, nu, s, sigma_s) for p (R, Sk) >= 0, v (Sk, Dv): |num - p @ v| <= nu, |s - sum p| <= sigma_s.
+
+    P = P1 + P2 with P1 on a grid of its row (ExtractScalar); P1 V1 is exact, V1 = V on the grid
+    2^gamma_v (module docstring, tier 1b, "Numerator"); P2 V and P1 (V - V1) are float64 products
+    of tiny terms. ``v_max`` (1, Dv) >= max_j |v_jd|.
+    """
+    r, sk = p.shape
+    total = p.sum(axis=-1)
+    s_up = total / (1 - gamma(sk))  # >= sum p: the terms are nonnegative
+    top = _exponent(np.max(p, axis=-1, initial=0.0))  # (R,): p < 2^top
+    v_top = np.max(v_max, initial=0.0)
+    need = _exponent(4 * s_up * v_top)  # one bit above 2 sum_j p_j max|v|
+    live = total > 0
+    gamma_v = int(np.max(BETA_MIN - 53 - top + need, where=live, initial=-1000))
+    beta = np.minimum(53 + top + gamma_v - need, 53 - _ceil_log2(sk))
+    fits = 2 * s_up * (v_top + 2.0**(gamma_v - 1)) < np.ldexp(1.0, need)  # 2 ||P1_r||_1 max|v1| < 2^need
+    feasible = ((beta >= 1) & (top - beta + gamma_v >= -1074) & (need < 1000) & fits) | ~live
+    keys = np.flatnonzero(v_grid < gamma_v)
+    if not feasible.all() or gamma_v < -1000 or CORRECTION_SHARE * 2 * keys.size > sk:
+        num, nu = _split_product(p, v, slices=2)
+        s, sigma_s = _split_product(p, np.ones((sk, 1)), slices=2)
+        return num, nu, s, sigma_s
+    p1 = _extract(p, top, np.where(live, beta, 1))
+    p2 = p - p1
+    s1 = p1.sum(axis=-1, keepdims=True)  # exact: beta <= 53 - ceil(log2 Sk)
+    p2_abs = np.abs(p2).sum(axis=-1, keepdims=True) / (1 - gamma(sk))  # >= ||P2_r||_1
+    v1, v2 = _to_grid(v[keys], gamma_v)
+    p1_keys = p1[:, keys]
+    p1[:, keys] = 0.0
+    head = p1 @ v + p1_keys @ v1  # both products and their sum are exact: P1 V1 on one grid
+    lower = p2 @ v + p1_keys @ v2
+    num = head + lower
+    key_mass = p1_keys.sum(axis=-1, keepdims=True) / (1 - gamma(keys.size))  # >= ||P1_r||_1 over those keys
+    nu = (gamma(sk) * p2_abs * v_max + sk * ETA + gamma(keys.size) * key_mass * np.max(np.abs(v2), axis=0, initial=0.0)
+          + keys.size * ETA + U1 * (np.abs(lower) + np.abs(num))) * SLACK + TINY
+    s = s1 + p2.sum(axis=-1, keepdims=True)
+    sigma_s = (gamma(sk) * p2_abs + U1 * np.abs(s)) * SLACK + TINY
+    return num, nu, s, sigma_s
+
+
+# ----------------------------------------------------------------------------------------------
 # The evaluation: rows grouped by kv head, so that the rows sharing K and V make one GEMM
 # ----------------------------------------------------------------------------------------------
+
+class _KeyStats:
+    """Norm bounds, grids and column maxima of K and V, each computed on first use (a pass over K or V)."""
+
+    def __init__(self, k: np.ndarray, v: np.ndarray, memo: dict | None = None):
+        self.k, self.v, self._memo = k, v, {} if memo is None else memo
+
+    @property
+    def k_norm(self) -> np.ndarray:  # (B, Hkv, Sk), >= ||k_j||_2
+        if "k_norm" not in self._memo:
+            self._memo["k_norm"] = _norm_up(self.k)
+        return self._memo["k_norm"]
+
+    @property
+    def k_grid(self) -> np.ndarray:  # (B, Hkv, Sk)
+        if "k_grid" not in self._memo:
+            self._memo["k_grid"] = scan_rows(self.k)["grid"]
+        return self._memo["k_grid"]
+
+    @property
+    def v_grid(self) -> np.ndarray:  # (B, Hkv, Sk)
+        if "v_grid" not in self._memo:
+            stats = scan_rows(self.v, columns="v_max" not in self._memo)
+            self._memo.setdefault("v_max", stats.get("column"))
+            self._memo["v_grid"] = stats["grid"]
+        return self._memo["v_grid"]
+
+    @property
+    def v_max(self) -> np.ndarray:  # (B, Hkv, 1, Dv), >= max_j |v_jd|
+        if "v_max" not in self._memo:
+            self._memo["v_max"] = scan_rows(self.v, grids=False, columns=True)["column"]
+        return self._memo["v_max"]
+
+    def group(self, b: int, g: int) -> "_KeyStats":
+        """Return the statistics of batch b, kv head g (those already computed are sliced, not recomputed)."""
+        return _KeyStats(self.k[b:b + 1, g:g + 1], self.v[b:b + 1, g:g + 1],
+                         {name: value[b:b + 1, g:g + 1] for name, value in self._memo.items()})
+
 
 @dataclass(frozen=True)
 class _Rows:
@@ -448,12 +684,14 @@ class _Rows:
     bias: np.ndarray | None  # (B, Hkv, R, Sk), 0 where not allowed
     scale: tuple[float, float]  # the exact scale is hi + lo + r with |r| <= SCALE_RESIDUAL |hi|
     softcap: float | None
+    stats: _KeyStats
 
     def subset(self, b: int, g: int, rows: np.ndarray) -> "_Rows":
         """Return the rows ``rows`` of batch b, kv head g, as a (1, 1, len(rows)) problem."""
         pick = (slice(b, b + 1), slice(g, g + 1), rows)
         return replace(self, q=self.q[pick], k=self.k[b:b + 1, g:g + 1], v=self.v[b:b + 1, g:g + 1],
-                       allowed=self.allowed[pick], bias=None if self.bias is None else self.bias[pick])
+                       allowed=self.allowed[pick], bias=None if self.bias is None else self.bias[pick],
+                       stats=self.stats.group(b, g))
 
 
 SCALE_RESIDUAL = 2.0**-100
@@ -481,12 +719,12 @@ def _grouped(problem: AttentionProblem) -> _Rows:
         allowed = allowed & (full > -np.inf)
         bias = np.where(allowed, full, 0.0)
     return _Rows(q=problem.q.reshape(b, hkv, rows, dk), k=problem.k, v=problem.v, allowed=allowed, bias=bias,
-                 scale=exact_scale(problem), softcap=problem.softcap)
+                 scale=exact_scale(problem), softcap=problem.softcap, stats=_KeyStats(problem.k, problem.v))
 
 
 @dataclass(frozen=True)
 class _Enclosure:
-    """Float64 values and radii of O (B, Hkv, R, Dv) and LSE (B, Hkv, R); ``empty`` rows are exact."""
+    """Float64 values and radii of O (..., R, Dv) and LSE (..., R); ``empty`` rows are exact."""
 
     out: np.ndarray
     out_rad: np.ndarray
@@ -513,13 +751,19 @@ def _cap_and_bias(rows: _Rows, y: np.ndarray, e: np.ndarray, y_max: np.ndarray):
     return x, e
 
 
+def _kappa(scale: tuple[float, float]) -> float:
+    """Return kappa = (|lo| + 2^-100 |hi|) / |hi|: the exact scale is within kappa |hi| of hi."""
+    hi, lo = scale
+    return (abs(lo) + SCALE_RESIDUAL * abs(hi)) / abs(hi)
+
+
 def _logits_fast(rows: _Rows):
-    """Return (x, None, e): tier-1 logits (-inf where masked) and their per-row error bound."""
+    """Return (x, None, e): tier-1a logits (-inf where masked) and their per-row error bound."""
     dk = rows.q.shape[-1]
-    hi, lo = rows.scale
-    kappa = (abs(lo) + SCALE_RESIDUAL * abs(hi)) / abs(hi)
+    hi, _ = rows.scale
+    kappa = _kappa(rows.scale)
     y = rows.q @ np.swapaxes(rows.k, -1, -2)  # (B, Hkv, R, Sk)
-    magnitude = _norm_up(rows.q)[..., None] * np.max(_norm_up(rows.k), axis=-1, initial=0.0)[..., None, None]
+    magnitude = _norm_up(rows.q)[..., None] * np.max(rows.stats.k_norm, axis=-1, initial=0.0)[..., None, None]
     g = gamma(dk) * magnitude + dk * ETA  # (B, Hkv, R, 1)
     y *= hi
     y_max = np.max(np.abs(y), axis=-1, keepdims=True, initial=0.0)  # over all keys: an upper bound
@@ -528,14 +772,26 @@ def _logits_fast(rows: _Rows):
     return x, None, e
 
 
+def _logit_products(rows: _Rows):
+    """Return (c, tail, err) of Q K^T for every kv-head group (:func:`_logit_terms`), stacked (B, Hkv, R, Sk)."""
+    b, hkv, r, _ = rows.q.shape
+    shape = (b, hkv, r, rows.k.shape[2])
+    c, tail, err = np.empty(shape), np.empty(shape), np.empty(shape)
+    for i, g in np.ndindex(b, hkv):
+        terms = _logit_terms(rows.q[i, g], rows.k[i, g], rows.stats.k_grid[i, g], rows.stats.k_norm[i, g])
+        c[i, g] = terms.c
+        tail[i, g], err[i, g] = terms.dense()
+    return c, tail, err
+
+
 def _logits_precise(rows: _Rows):
     """Return (x, x_lo, e): tier-2 logits as double-doubles where there is no softcap.
 
-    G = C + T with C exact (split product); y = TwoProduct(hi, C) + fl(hi T + lo C), whose error
-    is |hi| g_T + |lo| (|T| + g_T) + 2^-100 |hi| |G| + the roundings of the three low terms.
+    G = C + T with C exact (:func:`_logit_products`); y = TwoProduct(hi, C) + fl(hi T + lo C),
+    whose error is |hi| g_T + |lo| (|T| + g_T) + 2^-100 |hi| |G| + the roundings of the three low terms.
     """
     hi, lo = rows.scale
-    (c,), tail, g_tail = _split_terms(rows.q, np.swapaxes(rows.k, -1, -2), slices=1)  # (B, Hkv, R, Sk)
+    c, tail, g_tail = _logit_products(rows)  # (B, Hkv, R, Sk)
     y, y_lo = _two_product(hi, c)
     y_lo = (y_lo + tail * hi) + c * lo
     g_max = _row_max(np.where(np.abs(c) < 2.0**990, g_tail, np.inf), rows.allowed)
@@ -556,21 +812,28 @@ def _logits_precise(rows: _Rows):
     return x, x_lo, e
 
 
-def _column_max(v: np.ndarray) -> np.ndarray:
-    """Return max_j |v_jd| over the keys of each column, (..., 1, Dv), without a temporary |v|."""
-    return np.maximum(np.max(v, axis=-2, keepdims=True, initial=0.0), -np.min(v, axis=-2, keepdims=True, initial=0.0))
+def _dense(need: np.ndarray | None) -> bool:
+    """Return True when tier 2 computes every output: more than 1/64 of them are needed."""
+    return need is None or 64 * need.sum() > need.size
 
 
-def _precise_numerator(p: np.ndarray, v: np.ndarray, need: np.ndarray | None):
-    """Return (N~, nu, M, V) of tier 2: P V by split products, its bound, M >= P |V| and V_d = max_j |v_jd|.
+def _precise_numerator(rows: _Rows, p: np.ndarray, need: np.ndarray | None):
+    """Return (N~, nu, M, V, s, sigma_s) of tier 2: P V and the row sums, their bounds, M >= P |V| and V_d >= max_j |v_jd|.
 
-    With ``need`` (B, Hkv, R, Dv) flagging at most 1/64 of the outputs, only those are computed, each as its own
-    1 x Sk by Sk x 1 split product; the others get N~ = NaN and nu = inf.
+    Dense: P V and the sums by :func:`_numerator_terms` per kv-head group. With ``need`` (B, Hkv, R, Dv) flagging
+    at most 1/64 of the outputs, only those are computed, each as its own 1 x Sk by Sk x 1 split product; the
+    others get N~ = NaN and nu = inf.
     """
+    v = rows.v
     sk = v.shape[-2]
-    if need is None or 64 * need.sum() > need.size:
-        num, nu = _split_product(p, v, slices=2)  # (B, Hkv, R, Dv)
-        return num, nu, (p @ np.abs(v)) / (1 - gamma(sk)) + sk * ETA, _column_max(v)
+    if _dense(need):
+        num, nu = np.empty(p.shape[:-1] + v.shape[-1:]), np.empty(p.shape[:-1] + v.shape[-1:])
+        s, sigma_s = np.empty(p.shape[:-1] + (1,)), np.empty(p.shape[:-1] + (1,))
+        for i, g in np.ndindex(p.shape[:2]):
+            num[i, g], nu[i, g], s[i, g], sigma_s[i, g] = _numerator_terms(
+                p[i, g], v[i, g], rows.stats.v_grid[i, g], rows.stats.v_max[i, g])
+        return num, nu, (p @ np.abs(v)) / (1 - gamma(sk)) + sk * ETA, rows.stats.v_max, s, sigma_s
+    s, sigma_s = _split_product(p, np.ones(v.shape[:-1] + (1,)), slices=2)  # (B, Hkv, R, 1)
     b, g, r, d = np.nonzero(need)
     pe, ve = p[b, g, r], np.swapaxes(v, -1, -2).copy()[b, g, d]  # (E, Sk) each: P's row and V's column of a pair
     num_e, nu_e = _split_product(pe[:, None, :], ve[:, :, None], slices=2)  # (E, 1, 1)
@@ -579,11 +842,33 @@ def _precise_numerator(p: np.ndarray, v: np.ndarray, need: np.ndarray | None):
               np.max(np.abs(ve), axis=-1, initial=0.0))
     for field, value in zip(fields, values):
         field[b, g, r, d] = value
-    return tuple(fields)
+    return tuple(fields) + (s, sigma_s)
+
+
+def _finish(num, dn, s, dl, shift, shift_err, usable, empty, empty_lse: float) -> _Enclosure:
+    """Return the enclosures of O = N / l and LSE = shift + log l from |N - num| <= dn and |l - s| <= dl.
+
+    Module docstring, "Output" and "LSE"; ``shift_err`` bounds the distance of the float ``shift`` from
+    the exact shift. Arrays end in (R, Dv) for ``num``/``dn`` and (R, 1) for the others.
+    """
+    out = num / s
+    out_rad = ((dn + np.abs(out) * (1 + U) * dl) / (s - dl) + U1 * np.abs(out)) * SLACK + TINY
+    lam, log_err = _log_enclosure(np.where(empty, 1.0, s))
+    lse = shift + lam
+    lse_rad = ((dl / (s - dl) + log_err + U1 * np.abs(lse) + shift_err) * SLACK + TINY)[..., 0]
+    lse = lse[..., 0]
+    usable = usable & (s > dl)
+    out_rad = np.where(usable & np.isfinite(out), out_rad, np.inf)
+    lse_rad = np.where(usable[..., 0] & np.isfinite(lse), lse_rad, np.inf)
+    out = np.where(empty, 0.0, out)
+    out_rad = np.where(empty, 0.0, out_rad)
+    lse = np.where(empty[..., 0], empty_lse, lse)
+    lse_rad = np.where(empty[..., 0], 0.0, lse_rad)
+    return _Enclosure(out, out_rad, lse, lse_rad, empty[..., 0])
 
 
 def _evaluate(rows: _Rows, precise: bool, empty_lse: float, need: np.ndarray | None = None) -> _Enclosure:
-    """Return the enclosures of O and LSE for every row (tier 2 when ``precise``, else tier 1).
+    """Return the enclosures of O and LSE for every row (tier 2 when ``precise``, else tier 1a).
 
     ``need`` (tier 2 only) flags the outputs to compute; the others get an infinite radius.
     """
@@ -612,11 +897,10 @@ def _evaluate(rows: _Rows, precise: bool, empty_lse: float, need: np.ndarray | N
         h = -np.einsum("...j,...j->...", p, tc)[..., None] / (1 - gamma(sk))  # H >= sum p |t|, (B, Hkv, R, 1)
     # Sums (module docstring, "Sums").
     if precise:
-        s, sigma_s = _split_product(p, np.ones(rows.v.shape[:-1] + (1,)), slices=2)  # (B, Hkv, R, 1)
+        num, nu, m_abs, v_max, s, sigma_s = _precise_numerator(rows, p, need)
         s_up = s + sigma_s
-        num, nu, m_abs, v_max = _precise_numerator(p, rows.v, need)
     else:
-        v_max = _column_max(rows.v)  # (B, Hkv, 1, Dv)
+        v_max = rows.stats.v_max  # (B, Hkv, 1, Dv)
         num = p @ rows.v  # (B, Hkv, R, Dv)
         s = p.sum(axis=-1, keepdims=True)
         s_up = s / (1 - gamma(sk - 1))
@@ -628,24 +912,89 @@ def _evaluate(rows: _Rows, precise: bool, empty_lse: float, need: np.ndarray | N
     flushed = 2 * sk * EXP_TINY
     dl = (sigma_s + theta * s_up + tail + flushed) * SLACK + TINY
     dn = (nu + theta * m_abs + (tail + flushed) * v_max) * SLACK + TINY
-    out = num / s
-    out_rad = ((dn + np.abs(out) * (1 + U) * dl) / (s - dl) + U1 * np.abs(out)) * SLACK + TINY
-    lam, log_err = _log_enclosure(np.where(empty, 1.0, s))
-    lse = shift + lam
-    lse_rad = ((dl / (s - dl) + log_err + U1 * np.abs(lse)) * SLACK + TINY)[..., 0]
-    lse = lse[..., 0]
-    usable = (e + EXP_REL <= WEIGHT_LIMIT) & (s > dl)
-    out_rad = np.where(usable & np.isfinite(out), out_rad, np.inf)
-    lse_rad = np.where(usable[..., 0] & np.isfinite(lse), lse_rad, np.inf)
-    out = np.where(empty, 0.0, out)
-    out_rad = np.where(empty, 0.0, out_rad)
-    lse = np.where(empty[..., 0], empty_lse, lse)
-    lse_rad = np.where(empty[..., 0], 0.0, lse_rad)
-    return _Enclosure(out, out_rad, lse, lse_rad, empty[..., 0])
+    return _finish(num, dn, s, dl, shift, 0.0, e + EXP_REL <= WEIGHT_LIMIT, empty, empty_lse)
+
+
+def _evaluate_exact(rows: _Rows, empty_lse: float) -> _Enclosure:
+    """Return the tier-1b enclosures of every row: exact products, one kv-head group at a time.
+
+    Only for problems without softcap and additive mask (module docstring, tier 1b).
+    """
+    b, hkv, r, _ = rows.q.shape
+    dv = rows.v.shape[-1]
+    out, out_rad = np.empty((b, hkv, r, dv)), np.empty((b, hkv, r, dv))
+    lse, lse_rad, empty = np.empty((b, hkv, r)), np.empty((b, hkv, r)), np.empty((b, hkv, r), dtype=bool)
+    for i, g in np.ndindex(b, hkv):
+        enc = _exact_group(rows, i, g, empty_lse)
+        out[i, g], out_rad[i, g], lse[i, g], lse_rad[i, g], empty[i, g] = (enc.out, enc.out_rad, enc.lse, enc.lse_rad,
+                                                                         enc.empty)
+    return _Enclosure(out, out_rad, lse, lse_rad, empty)
+
+
+def _exact_group(rows: _Rows, b: int, g: int, empty_lse: float) -> _Enclosure:
+    """Return the tier-1b enclosures of batch b, kv head g (module docstring, tier 1b)."""
+    q, k, v, allowed = rows.q[b, g], rows.k[b, g], rows.v[b, g], rows.allowed[b, g]
+    sk = k.shape[0]
+    hi, lo = rows.scale
+    kappa = _kappa(rows.scale)
+    terms = _logit_terms(q, k, rows.stats.k_grid[b, g], rows.stats.k_norm[b, g])
+    c = terms.c
+    # The reference: the largest hi * c over each row's allowed keys (any float would do; this one keeps t <= ~0).
+    if allowed.all():
+        ref = c.max(axis=-1) if hi > 0 else c.min(axis=-1)
+    else:
+        ref = np.max(c, axis=-1, where=allowed, initial=-np.inf) if hi > 0 else \
+            np.min(c, axis=-1, where=allowed, initial=np.inf)
+    ref = np.where(np.isfinite(ref), ref, 0.0)  # (R,); rows without keys
+    # d = fl(c - ref) is exact on a clean row; where a tail T is added, d = fl(fl(c - ref) + T) (the loose entries).
+    d = c  # c becomes d, then t, in place: it is not needed again
+    d -= ref[:, None]  # (R, Sk)
+    clean_rows = np.setdiff1d(np.arange(q.shape[0]), terms.rows)
+    blocks = [(terms.rows, (terms.rows, slice(None)), terms.row_tail, terms.row_err)]
+    if terms.keys.size:
+        blocks.append((clean_rows, np.ix_(clean_rows, terms.keys), terms.key_tail[clean_rows], terms.key_err[clean_rows]))
+    loose = []
+    for at, idx, tail, err in blocks:
+        d[idx] += tail
+        delta = abs(hi) * (1 + kappa) * (U1 * ((2 + U1) * np.abs(d[idx]) + np.abs(tail)) + err) * (1 + 4 * U)
+        loose.append((at, idx, np.where(allowed[idx], delta, 0.0)))
+    t = d
+    t *= hi  # t = fl(hi d): |hi d - t| <= u'|t|
+    if not allowed.all():
+        t[~allowed] = -np.inf
+    flushed_keys = t < EXP_MIN if np.min(t, initial=0.0) < EXP_MIN else None  # masked keys (-inf), tiny weights
+    tc = np.maximum(t, EXP_MIN, out=t)
+    p = exp_kernel(tc)
+    if flushed_keys is not None:
+        p[flushed_keys] = 0.0
+    extra, extra_max = np.zeros(q.shape[0]), np.zeros(q.shape[0])
+    for at, idx, delta in loose:  # sum_j p_j delta_j over the loose entries, and the largest delta_j
+        extra[at] += np.einsum("rj,rj->r", p[idx], delta) / (1 - gamma(sk))
+        extra_max[at] = np.maximum(extra_max[at], np.max(delta, axis=-1, initial=0.0))
+    num, nu, s, sigma_s = _numerator_terms(p, v, rows.stats.v_grid[b, g], rows.stats.v_max[b, g])
+    s_up = (s + sigma_s)[:, 0]
+    t_top, t_low = np.max(tc, axis=-1, initial=EXP_MIN), np.min(tc, axis=-1, initial=0.0)
+    # H >= sum_j p_j |t_j| = -sum_j p_j t_j + 2 sum_{t_j > 0} p_j t_j
+    h = (-np.einsum("rj,rj->r", p, tc) + 2 * s_up * np.maximum(t_top, 0.0)) / (1 - gamma(sk))
+    coef = U1 + kappa * (1 + U1)  # |x_j - m - t_j| <= coef |t_j| + delta_j (delta_j on the loose entries only)
+    weight = (1 + 2.0**-20) * (EXP_REL * s_up + coef * h + extra) * SLACK  # >= sum_j |w_j - p_j|
+    flushed = 2 * sk * EXP_TINY
+    dl = (sigma_s + weight[:, None] + flushed) * SLACK + TINY
+    dn = (nu + (weight[:, None] + flushed) * rows.stats.v_max[b, g]) * SLACK + TINY
+    # The exact shift is m = sigma ref = (hi + lo + r) ref; its float is fl(m_hi + fl(m_lo + fl(lo ref))).
+    m_hi, m_lo = _two_product(hi, ref)
+    inner = m_lo + lo * ref
+    shift = m_hi + inner
+    shift_err = (U1 * (np.abs(lo * ref) + np.abs(inner) + np.abs(shift)) + SCALE_RESIDUAL * np.abs(hi * ref)
+                 + 2.0**-1000) * SLACK
+    span = np.maximum(-t_low, t_top)  # >= |t_j| over every key
+    usable = (coef * span + extra_max + EXP_REL <= WEIGHT_LIMIT) & (np.abs(ref) < 2.0**960) & (t_top <= EXP_MAX)
+    empty = ~allowed.any(axis=-1)
+    return _finish(num, dn, s, dl, shift[:, None], shift_err[:, None], usable[:, None], empty[:, None], empty_lse)
 
 
 # ----------------------------------------------------------------------------------------------
-# Certified rounding and the three tiers
+# Certified rounding and the tiers
 # ----------------------------------------------------------------------------------------------
 
 def round_enclosure(mid: np.ndarray, rad: np.ndarray, fmt: "Format | str") -> tuple[np.ndarray, np.ndarray]:
@@ -669,10 +1018,11 @@ def round_enclosure(mid: np.ndarray, rad: np.ndarray, fmt: "Format | str") -> tu
 class CertifiedResult:
     """O (B, Hq, Sq, Dv) and LSE (B, Hq, Sq): enclosures, and their certified rounding into ``fmt``.
 
-    ``out``/``lse`` are None when no format was requested. ``refined_rows`` counts the query
-    rows recomputed by tier 2; ``fallback_out``/``fallback_lse`` count the elements taken
-    from the mpmath oracle, in ``fallback_rows`` rows; ``uncertified`` lists the rows whose
-    oracle rounding was itself uncertified (only with ``strict=False``).
+    ``out``/``lse`` are None when no format was requested. ``first_tier`` names the tier that
+    evaluated every row ("1a" a-priori bounds, "1b" exact products); ``refined_rows`` counts
+    the query rows recomputed by tier 2; ``fallback_out``/``fallback_lse`` count the elements
+    taken from the mpmath oracle, in ``fallback_rows`` rows; ``uncertified`` lists the rows
+    whose oracle rounding was itself uncertified (only with ``strict=False``).
     """
 
     out_mid: np.ndarray
@@ -687,6 +1037,7 @@ class CertifiedResult:
     fallback_lse: int
     fallback_rows: int
     uncertified: tuple = ()
+    first_tier: str = "1a"
 
     @property
     def certified(self) -> bool:
@@ -695,8 +1046,9 @@ class CertifiedResult:
 
     def summary(self) -> str:
         """Return a one-line account of which tier decided how much."""
-        return (f"{self.out_mid.size} outputs, {self.lse_mid.size} LSE; tier 2 rows: {self.refined_rows}; "
-                f"mpmath elements: {self.fallback_out} O + {self.fallback_lse} LSE in {self.fallback_rows} rows")
+        return (f"{self.out_mid.size} outputs, {self.lse_mid.size} LSE; tier {self.first_tier} for all rows; "
+                f"tier 2 rows: {self.refined_rows}; mpmath elements: {self.fallback_out} O + {self.fallback_lse} "
+                f"LSE in {self.fallback_rows} rows")
 
 
 def certified_attention(q, k, v, *, fmt: "Format | str | None" = Format.FP32, dps: int = DEFAULT_DPS,
@@ -713,33 +1065,69 @@ def certified_attention(q, k, v, *, fmt: "Format | str | None" = Format.FP32, dp
 def certified_from_problem(problem: AttentionProblem, *, fmt: "Format | str | None" = Format.FP32,
                            dps: int = DEFAULT_DPS, strict: bool = True) -> CertifiedResult:
     """Return the certified result of a validated problem (see :func:`certified_attention`)."""
+    return _certified(problem, fmt, dps, strict, first=None)
+
+
+START_UNCERTIFIED = 0.5  # tier 1b runs first when tier 1a is predicted to leave this many outputs per row
+TYPICAL_SPREAD = 2.0**6  # max_j |v_jd| / |O_d| assumed by that prediction (an average over many keys)
+
+
+def _first_tier(rows: _Rows, f: Format | None) -> str:
+    """Return "1b" when exact products should evaluate every row first, else "1a" (module docstring, decision).
+
+    Tier 1a's enclosure of O_d is at least rel * max_j |v_jd| wide, rel = |scale| gamma_Dk
+    max ||q|| max ||k|| + gamma_Sk; an output O_d is uncertified with probability ~2 rad / ulp(O_d)
+    = 2^p rel max|v| / |O_d|, so a row of Dv outputs is predicted to leave Dv 2^p rel TYPICAL_SPREAD.
+    The choice affects the time only: every tier's enclosures are rigorous.
+    """
+    if f is None or rows.softcap is not None or rows.bias is not None or rows.q.size == 0 or rows.k.shape[2] == 0:
+        return "1a"
+    dk, sk, dv = rows.q.shape[-1], rows.k.shape[2], rows.v.shape[-1]
+    rel = (abs(rows.scale[0]) * gamma(dk) * np.max(_norm_up(rows.q), initial=0.0)
+           * np.max(rows.stats.k_norm, initial=0.0) + gamma(sk))
+    return "1b" if dv * 2.0**f.info.p * rel * TYPICAL_SPREAD >= START_UNCERTIFIED else "1a"
+
+
+def _certified(problem: AttentionProblem, fmt, dps: int, strict: bool, first: str | None) -> CertifiedResult:
+    """Return the certified result, with tier ``first`` ("1a" or "1b"; None: :func:`_first_tier`) for every row."""
     f = None if fmt is None else get_format(fmt)
     require(f is not Format.FP64, FormatError,
             "fmt: expected fp32, bf16, fp16, fp8_e4m3, fp8_e5m2 or None, got fp64 (use out_mid/out_rad, or "
             "reference.oracle for correctly rounded float64)")
     rows = _grouped(problem)
+    first = first or _first_tier(rows, f)
     with np.errstate(all="ignore"):
-        enc = _evaluate(rows, precise=False, empty_lse=problem.empty_lse)
-    refined = 0
+        if first == "1b" and rows.softcap is None and rows.bias is None:
+            enc = _evaluate_exact(rows, problem.empty_lse)
+        else:
+            first, enc = "1a", _evaluate(rows, precise=False, empty_lse=problem.empty_lse)
+    refined: set = set()
     out = lse = None
     fallback = (0, 0, 0)
     uncertified: list = []
     if f is not None:
         out, ok_out, lse, ok_lse = _certify(enc, f)
-        bad = ~ok_out.all(axis=-1) | ~ok_lse  # (B, Hkv, R)
-        refined = int(bad.sum())
-        for b, g in sorted({(int(i), int(j)) for i, j, _ in np.argwhere(bad)}):
-            idx = np.flatnonzero(bad[b, g])
-            need = ~ok_out[b, g, idx][None, None]  # (1, 1, rows, Dv)
-            with np.errstate(all="ignore"):
-                sub = _evaluate(rows.subset(b, g, idx), precise=True, empty_lse=problem.empty_lse, need=need)
-            better = need[0, 0] & (sub.out_rad[0, 0] < enc.out_rad[b, g, idx])
-            enc.out[b, g, idx] = np.where(better, sub.out[0, 0], enc.out[b, g, idx])
-            enc.out_rad[b, g, idx] = np.where(better, sub.out_rad[0, 0], enc.out_rad[b, g, idx])
-            enc.lse[b, g, idx] = sub.lse[0, 0]
-            enc.lse_rad[b, g, idx] = sub.lse_rad[0, 0]
-        if refined:
+        for _ in range(2):  # tier 2; a dense pass leaves few outputs, which one sparse pass then refines
+            dense = False
+            bad = ~ok_out.all(axis=-1) | ~ok_lse  # (B, Hkv, R)
+            for b, g in sorted({(int(i), int(j)) for i, j, _ in np.argwhere(bad)}):
+                idx = np.flatnonzero(bad[b, g])
+                refined.update((b, g, int(r)) for r in idx)
+                need = ~ok_out[b, g, idx][None, None]  # (1, 1, rows, Dv)
+                dense |= _dense(need)
+                with np.errstate(all="ignore"):
+                    sub = _evaluate(rows.subset(b, g, idx), precise=True, empty_lse=problem.empty_lse, need=need)
+                better = need[0, 0] & (sub.out_rad[0, 0] < enc.out_rad[b, g, idx])
+                enc.out[b, g, idx] = np.where(better, sub.out[0, 0], enc.out[b, g, idx])
+                enc.out_rad[b, g, idx] = np.where(better, sub.out_rad[0, 0], enc.out_rad[b, g, idx])
+                better_lse = sub.lse_rad[0, 0] < enc.lse_rad[b, g, idx]
+                enc.lse[b, g, idx] = np.where(better_lse, sub.lse[0, 0], enc.lse[b, g, idx])
+                enc.lse_rad[b, g, idx] = np.where(better_lse, sub.lse_rad[0, 0], enc.lse_rad[b, g, idx])
+            if not bad.any():
+                break
             out, ok_out, lse, ok_lse = _certify(enc, f)
+            if not dense:
+                break
         fallback = _fallback(problem, out, ok_out, lse, ok_lse, f, dps, strict, uncertified)
     shape = problem.q.shape[:3]
     out_shape = shape + (problem.v.shape[3],)  # (B, Hq, Sq, Dv)
@@ -747,8 +1135,8 @@ def certified_from_problem(problem: AttentionProblem, *, fmt: "Format | str | No
         out_mid=enc.out.reshape(out_shape), out_rad=enc.out_rad.reshape(out_shape),
         lse_mid=enc.lse.reshape(shape), lse_rad=enc.lse_rad.reshape(shape), fmt=f,
         out=None if out is None else out.reshape(out_shape), lse=None if lse is None else lse.reshape(shape),
-        refined_rows=refined, fallback_out=fallback[0], fallback_lse=fallback[1], fallback_rows=fallback[2],
-        uncertified=tuple(uncertified))
+        refined_rows=len(refined), fallback_out=fallback[0], fallback_lse=fallback[1], fallback_rows=fallback[2],
+        uncertified=tuple(uncertified), first_tier=first)
 
 
 def _certify(enc: _Enclosure, f: Format):
