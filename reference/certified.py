@@ -160,7 +160,7 @@ minimises Sk (split rows) + 2 R (keys off the grid) over the values of g_j; if n
 feasible (beta_r < 1 on a split row, grid_r < -1074, need_r >= 1000) or the corrections
 cost more than half a product, the group falls back to the split product (every row split).
 
-*Tier 1b, weights* (:func:`_exact_group`). ref_r = c_rj at the allowed key maximising hi c_rj;
+*Tier 1b, weights* (:func:`_shifted_logits`, :func:`_exact_group`). ref_r = c_rj at the allowed key maximising hi c_rj;
 the shift is the real m_r = sigma ref_r. d_j = fl(c_j - ref) is exact on a clean row (not split)
 at a key on the grid: a "tight" entry. Elsewhere ("loose") d_j = fl(fl(c_j - ref) + T~_j),
 within eps_j = u'((2 + u')|d_j| + |T~_j|) + g_T,j of c_j - ref + T_j. With t_j = fl(hi d_j),
@@ -189,7 +189,7 @@ Row sums: sum_j P1 is exact (Sk 2^top <= 2^(53 + top - beta)), sum_j P2 within
 gamma_Sk ||P2||_1, and one addition. Otherwise (no feasible grid, or more than Sk/4 rows of V
 off it) split products.
 
-*Tier 1b, LSE.* The float shift fl(m_hi + fl(m_lo + fl(lo ref))), (m_hi, m_lo) =
+*Tier 1b, LSE* (:func:`_scaled_shift`). The float shift fl(m_hi + fl(m_lo + fl(lo ref))), (m_hi, m_lo) =
 TwoProduct(hi, ref), is within u'(|lo ref| + |fl(m_lo + fl(lo ref))| + |shift|) +
 2^-100 |hi ref| + 2^-1000 (underflow in TwoProduct) of m; that is added to the LSE radius.
 
@@ -523,7 +523,8 @@ GRID_NONE = 1 << 20  # the grid exponent of an all-zero row: it lies on every gr
 _SCAN_ELEMENTS = 1 << 15  # elements per block of a scan: its temporary stays in cache
 _M52 = np.uint64((1 << 52) - 1)
 _BIT52 = np.uint64(1 << 52)
-BETA_MIN = 22  # bits of each row of P in the exact slice of P V: the rest is below 2^-22 of the row max
+BITS = 53  # binary64 significand bits: the budgets of tier 1b's exact products (one less for logits: exact differences)
+BETA_MIN = 22  # bits of each row of P in the exact slice of P V: the rest is below 2^-21 of the row max
 CORRECTION_SHARE = 2  # fall back to Ozaki splitting when the corrections cost more than 1/2 of a product
 
 
@@ -639,7 +640,7 @@ def _logit_terms(q: np.ndarray, k: np.ndarray, k_grid: np.ndarray, k_norm: np.nd
     gammas = np.unique(k_grid)[:, None]  # (candidates, 1)
     k_max = np.max(k_norm, initial=0.0) + math.sqrt(dk) * np.ldexp(1.0, np.minimum(gammas, 1000) - 1)  # >= ||k1_j||
     need = _exponent(2 * q_norm[None, :] * k_max)  # (candidates, R): 2 ||q1_r|| ||k1_j|| < 2^need
-    beta = 52 + top[None, :] + gammas - need
+    beta = BITS - 1 + top[None, :] + gammas - need
     split = depth[None, :] > beta
     grid = top[None, :] - np.minimum(beta, depth[None, :]) + gammas
     splittable = (beta >= 1) & (top[None, :] - beta >= -1000) & (top[None, :] - beta <= 970)  # sigma is normal
@@ -686,8 +687,8 @@ def _numerator_terms(p: np.ndarray, v: np.ndarray, v_grid: np.ndarray, v_max: np
     v_top = np.max(v_max, initial=0.0)
     need = _exponent(4 * s_up * v_top)  # one bit above 2 sum_j p_j max|v|
     live = total > 0
-    gamma_v = int(np.max(BETA_MIN - 53 - top + need, where=live, initial=-1000))
-    beta = np.minimum(53 + top + gamma_v - need, 53 - _ceil_log2(sk))
+    gamma_v = int(np.max(BETA_MIN - 53 - top + need, where=live, initial=-1000))  # the finest leaving BETA_MIN bits
+    beta = np.minimum(BITS + top + gamma_v - need, BITS - _ceil_log2(sk))
     fits = 2 * s_up * (v_top + 2.0**(gamma_v - 1)) < np.ldexp(1.0, need)  # 2 ||P1_r||_1 max|v1| < 2^need
     feasible = ((beta >= 1) & (top - beta + gamma_v >= -1074) & (need < 1000) & fits) | ~live
     keys = np.flatnonzero(v_grid < gamma_v)
@@ -1013,13 +1014,26 @@ def _evaluate_exact(rows: _Rows, empty_lse: float) -> _Enclosure:
     return _Enclosure(out, out_rad, lse, lse_rad, empty)
 
 
-def _exact_group(rows: _Rows, b: int, g: int, empty_lse: float) -> _Enclosure:
-    """Return the tier-1b enclosures of batch b, kv head g (module docstring, tier 1b)."""
-    q, k, v, allowed = rows.q[b, g], rows.k[b, g], rows.v[b, g], rows.allowed[b, g]
-    sk = k.shape[0]
-    hi, lo = rows.scale
-    kappa = _kappa(rows.scale)
-    terms = _logit_terms(q, k, rows.stats.k_grid[b, g], rows.stats.k_norm[b, g])
+@dataclass(frozen=True)
+class _Shifted:
+    """Tier 1b's kernel arguments t for one kv-head group: |x_j - m - t_j| <= coef |t_j| + delta_j (module docstring).
+
+    delta_j is 0 on the tight entries; ``loose`` lists (rows, index, delta) for the others. The exact
+    shift of row r is m_r = sigma ref_r.
+    """
+
+    t: np.ndarray  # (R, Sk), -inf at masked keys
+    coef: float
+    loose: list
+    ref: np.ndarray  # (R,)
+
+
+def _shifted_logits(q: np.ndarray, k: np.ndarray, allowed: np.ndarray, scale: tuple[float, float],
+                    k_grid: np.ndarray, k_norm: np.ndarray) -> _Shifted:
+    """Return t = fl(hi fl(c - ref)) (+ tails on the loose entries) for one kv-head group (tier 1b, "weights")."""
+    hi, _ = scale
+    kappa = _kappa(scale)
+    terms = _logit_terms(q, k, k_grid, k_norm)
     c = terms.c
     # The reference: the largest hi * c over each row's allowed keys (any float would do; this one keeps t <= ~0).
     if allowed.all():
@@ -1028,15 +1042,14 @@ def _exact_group(rows: _Rows, b: int, g: int, empty_lse: float) -> _Enclosure:
         ref = np.max(c, axis=-1, where=allowed, initial=-np.inf) if hi > 0 else \
             np.min(c, axis=-1, where=allowed, initial=np.inf)
     ref = np.where(np.isfinite(ref), ref, 0.0)  # (R,); rows without keys
-    # d = fl(c - ref) is exact on a clean row; where a tail T is added, d = fl(fl(c - ref) + T) (the loose entries).
     d = c  # c becomes d, then t, in place: it is not needed again
-    d -= ref[:, None]  # (R, Sk)
+    d -= ref[:, None]  # (R, Sk): exact on the tight entries
     clean_rows = np.setdiff1d(np.arange(q.shape[0]), terms.rows)
     blocks = [(terms.rows, (terms.rows, slice(None)), terms.row_tail, terms.row_err)]
     if terms.keys.size:
         blocks.append((clean_rows, np.ix_(clean_rows, terms.keys), terms.key_tail[clean_rows], terms.key_err[clean_rows]))
     loose = []
-    for at, idx, tail, err in blocks:
+    for at, idx, tail, err in blocks:  # d = fl(fl(c - ref) + T~) within eps of c - ref + T
         d[idx] += tail
         delta = abs(hi) * (1 + kappa) * (U1 * ((2 + U1) * np.abs(d[idx]) + np.abs(tail)) + err) * (1 + 4 * U)
         loose.append((at, idx, np.where(allowed[idx], delta, 0.0)))
@@ -1044,13 +1057,34 @@ def _exact_group(rows: _Rows, b: int, g: int, empty_lse: float) -> _Enclosure:
     t *= hi  # t = fl(hi d): |hi d - t| <= u'|t|
     if not allowed.all():
         t[~allowed] = -np.inf
+    return _Shifted(t, U1 + kappa * (1 + U1), loose, ref)
+
+
+def _scaled_shift(scale: tuple[float, float], ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (shift, err): the float shift = fl(m_hi + fl(m_lo + fl(lo ref))) and |shift - sigma ref| <= err."""
+    hi, lo = scale
+    m_hi, m_lo = _two_product(hi, ref)
+    inner = m_lo + lo * ref
+    shift = m_hi + inner
+    err = (U1 * (np.abs(lo * ref) + np.abs(inner) + np.abs(shift)) + SCALE_RESIDUAL * np.abs(hi * ref)
+           + 2.0**-1000) * SLACK
+    return shift, err
+
+
+def _exact_group(rows: _Rows, b: int, g: int, empty_lse: float) -> _Enclosure:
+    """Return the tier-1b enclosures of batch b, kv head g (module docstring, tier 1b)."""
+    v, allowed = rows.v[b, g], rows.allowed[b, g]
+    sk = allowed.shape[-1]
+    logits = _shifted_logits(rows.q[b, g], rows.k[b, g], allowed, rows.scale, rows.stats.k_grid[b, g],
+                             rows.stats.k_norm[b, g])
+    t = logits.t
     flushed_keys = t < EXP_MIN if np.min(t, initial=0.0) < EXP_MIN else None  # masked keys (-inf), tiny weights
     tc = np.maximum(t, EXP_MIN, out=t)
     p = exp_kernel(tc)
     if flushed_keys is not None:
         p[flushed_keys] = 0.0
-    extra, extra_max = np.zeros(q.shape[0]), np.zeros(q.shape[0])
-    for at, idx, delta in loose:  # sum_j p_j delta_j over the loose entries, and the largest delta_j
+    extra, extra_max = np.zeros(t.shape[0]), np.zeros(t.shape[0])
+    for at, idx, delta in logits.loose:  # sum_j p_j delta_j over the loose entries, and the largest delta_j
         extra[at] += np.einsum("rj,rj->r", p[idx], delta) / (1 - gamma(sk))
         extra_max[at] = np.maximum(extra_max[at], np.max(delta, axis=-1, initial=0.0))
     num, nu, s, sigma_s = _numerator_terms(p, v, rows.stats.v_grid[b, g], rows.stats.v_max[b, g])
@@ -1058,19 +1092,14 @@ def _exact_group(rows: _Rows, b: int, g: int, empty_lse: float) -> _Enclosure:
     t_top, t_low = np.max(tc, axis=-1, initial=EXP_MIN), np.min(tc, axis=-1, initial=0.0)
     # H >= sum_j p_j |t_j| = -sum_j p_j t_j + 2 sum_{t_j > 0} p_j t_j
     h = (-np.einsum("rj,rj->r", p, tc) + 2 * s_up * np.maximum(t_top, 0.0)) / (1 - gamma(sk))
-    coef = U1 + kappa * (1 + U1)  # |x_j - m - t_j| <= coef |t_j| + delta_j (delta_j on the loose entries only)
-    weight = (1 + 2.0**-20) * (EXP_REL * s_up + coef * h + extra) * SLACK  # >= sum_j |w_j - p_j|
+    weight = (1 + 2.0**-20) * (EXP_REL * s_up + logits.coef * h + extra) * SLACK  # >= sum_j |w_j - p_j|
     flushed = 2 * sk * EXP_TINY
     dl = (sigma_s + weight[:, None] + flushed) * SLACK + TINY
     dn = (nu + (weight[:, None] + flushed) * rows.stats.v_max[b, g]) * SLACK + TINY
-    # The exact shift is m = sigma ref = (hi + lo + r) ref; its float is fl(m_hi + fl(m_lo + fl(lo ref))).
-    m_hi, m_lo = _two_product(hi, ref)
-    inner = m_lo + lo * ref
-    shift = m_hi + inner
-    shift_err = (U1 * (np.abs(lo * ref) + np.abs(inner) + np.abs(shift)) + SCALE_RESIDUAL * np.abs(hi * ref)
-                 + 2.0**-1000) * SLACK
+    shift, shift_err = _scaled_shift(rows.scale, logits.ref)
     span = np.maximum(-t_low, t_top)  # >= |t_j| over every key
-    usable = (coef * span + extra_max + EXP_REL <= WEIGHT_LIMIT) & (np.abs(ref) < 2.0**960) & (t_top <= EXP_MAX)
+    usable = ((logits.coef * span + extra_max + EXP_REL <= WEIGHT_LIMIT) & (np.abs(logits.ref) < 2.0**960)
+              & (t_top <= EXP_MAX))
     empty = ~allowed.any(axis=-1)
     return _finish(num, dn, s, dl, shift[:, None], shift_err[:, None], usable[:, None], empty[:, None], empty_lse)
 
@@ -1154,6 +1183,11 @@ START_UNCERTIFIED = 0.5  # tier 1b runs first when tier 1a is predicted to leave
 TYPICAL_SPREAD = 2.0**6  # max_j |v_jd| / |O_d| assumed by that prediction (an average over many keys)
 
 
+def _exact_applies(rows: _Rows) -> bool:
+    """Return True when tier 1b can evaluate the rows: no softcap, no additive mask, and some rows and keys."""
+    return rows.softcap is None and rows.bias is None and rows.q.size > 0 and rows.k.shape[2] > 0
+
+
 def _first_tier(rows: _Rows, f: Format | None) -> str:
     """Return "1b" when exact products should evaluate every row first, else "1a" (module docstring, decision).
 
@@ -1162,7 +1196,7 @@ def _first_tier(rows: _Rows, f: Format | None) -> str:
     = 2^p rel max|v| / |O_d|, so a row of Dv outputs is predicted to leave Dv 2^p rel TYPICAL_SPREAD.
     The choice affects the time only: every tier's enclosures are rigorous.
     """
-    if f is None or rows.softcap is not None or rows.bias is not None or rows.q.size == 0 or rows.k.shape[2] == 0:
+    if f is None or not _exact_applies(rows):
         return "1a"
     dk, sk, dv = rows.q.shape[-1], rows.k.shape[2], rows.v.shape[-1]
     rel = (abs(rows.scale[0]) * gamma(dk) * np.max(_norm_up(rows.q), initial=0.0)
@@ -1179,7 +1213,7 @@ def _certified(problem: AttentionProblem, fmt, dps: int, strict: bool, first: st
     rows = _grouped(problem)
     first = first or _first_tier(rows, f)
     with np.errstate(all="ignore"):
-        if first == "1b" and rows.softcap is None and rows.bias is None:
+        if first == "1b" and _exact_applies(rows):
             enc = _evaluate_exact(rows, problem.empty_lse)
         else:
             first, enc = "1a", _evaluate(rows, precise=False, empty_lse=problem.empty_lse)

@@ -1,13 +1,16 @@
 """reference.certified: the certified fast oracle against the mpmath oracle, its kernels, and its mutants.
 
 Expected values come from reference.oracle (mpmath intervals, exact tie decisions) or from
-exact rational arithmetic, never from the module under test. Each property is also shown to
-fail for a mutant of the module: the exp error term or the summation error terms dropped
-from the bound, a claimed exp bound below the truth.
+exact rational arithmetic, never from the module under test. Agreement is checked from both
+first tiers (1a: a-priori bounds, 1b: exact products). Each property is also shown to fail
+for a mutant of the module: an error term dropped from a bound (exp, summation, tails,
+roundings), a budget of exact products one to five bits too large, keys left off their grid,
+a claimed exp bound below the truth.
 """
 
 from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import given
@@ -17,14 +20,16 @@ from attnspec.reference import certified
 from attnspec.reference.certified import (EXP_REL, U, AttentionCase, adversarial_cases, cancelling_logit_case,
                                           cancelling_weights_case, certified_attention, disagreement,
                                           exact_tie_case, exp_kernel, exp_kernel_error, exp_kernel_sample,
-                                          extreme_cases, near_tie_case, round_enclosure)
+                                          extreme_cases, grid_tie_case, near_tie_case, round_enclosure)
 from attnspec.reference.oracle import OracleUncertifiedError, attention_oracle
 from attnspec.reference.strategies import attention_inputs, find_failure
 from attnspec.spec.errors import DomainError, FormatError
-from attnspec.spec.formats import Format
+from attnspec.spec.formats import Format, round_to
+from attnspec.spec.problem import attention_problem
 
 FORMATS = ("fp32", "bf16", "fp16")
-BUILDERS = (near_tie_case, exact_tie_case, cancelling_logit_case, cancelling_weights_case)
+BUILDERS = (near_tie_case, exact_tie_case, cancelling_logit_case, cancelling_weights_case, grid_tie_case)
+FIRST = st.sampled_from(["1a", "1b"])
 small_cases = attention_inputs(max_batch=2, max_heads=4, max_seq=8, max_dim=6)
 
 
@@ -32,22 +37,23 @@ small_cases = attention_inputs(max_batch=2, max_heads=4, max_seq=8, max_dim=6)
 # Agreement with the mpmath oracle
 # ---------------------------------------------------------------------------------------------
 
-@given(case=small_cases, fmt=st.sampled_from(FORMATS), magnitude=st.sampled_from([1.0, 1e-3, 40.0]))
-def test_agrees_with_the_mpmath_oracle(case, fmt, magnitude):
+@given(case=small_cases, fmt=st.sampled_from(FORMATS), magnitude=st.sampled_from([1.0, 1e-3, 40.0]), first=FIRST)
+def test_agrees_with_the_mpmath_oracle(case, fmt, magnitude, first):
     scaled = AttentionCase(case.q * magnitude, case.k, case.v, case.conventions)
-    assert disagreement(scaled, fmt) is None
+    assert disagreement(scaled, fmt, first=first) is None
 
 
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1), fmt=st.sampled_from(FORMATS),
-       build=st.sampled_from(BUILDERS))
-def test_agrees_on_constructed_near_and_exact_ties(seed, fmt, build):
-    assert disagreement(build(fmt, seed), fmt) is None
+       build=st.sampled_from(BUILDERS), first=FIRST)
+def test_agrees_on_constructed_near_and_exact_ties(seed, fmt, build, first):
+    assert disagreement(build(fmt, seed), fmt, first=first) is None
 
 
+@pytest.mark.parametrize("first", ["1a", "1b"])
 @pytest.mark.parametrize("index", range(len(extreme_cases())))
-def test_agrees_at_the_extremes(index):
+def test_agrees_at_the_extremes(index, first):
     case, fmt = extreme_cases()[index]
-    assert disagreement(case, fmt) is None
+    assert disagreement(case, fmt, first=first) is None
 
 
 def test_near_ties_are_decided_by_the_later_tiers():
@@ -96,8 +102,8 @@ def test_agreement_check_catches_a_shifted_enclosure(monkeypatch):
     """The harness's own known-bad input: enclosures moved off the exact value by 1e-9 are reported."""
     real = certified._evaluate
 
-    def shifted(rows, precise, empty_lse):
-        e = real(rows, precise, empty_lse)
+    def shifted(rows, precise, empty_lse, need=None):
+        e = real(rows, precise, empty_lse, need)
         return certified._Enclosure(e.out * (1 + 1e-9), e.out_rad, e.lse, e.lse_rad, e.empty)
 
     monkeypatch.setattr(certified, "_evaluate", shifted)
@@ -216,3 +222,263 @@ def test_degenerate_shapes(shapes):
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal(s) for s in shapes)
     assert disagreement(AttentionCase(q, k, v), "fp16") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tier 1b: grids, exact products, the shifted logits and the shift (each claim against exact
+# rational arithmetic, and each caught when one of its terms or budgets is mutated)
+# ---------------------------------------------------------------------------------------------
+
+def exact_dot(a, b) -> Fraction:
+    return sum((Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a, b)), Fraction(0))
+
+
+@st.composite
+def grid_arrays(draw, rows: int, cols: int):
+    """Arrays of BF16, FP16 or FP8 values over a few binades, with up to three elements off any coarse grid.
+
+    The elements off the grid are tiny values of the format or arbitrary float64 values: they
+    make split rows and keys off the grid in tier 1b.
+    """
+    fmt = draw(st.sampled_from(["bf16", "fp16", "fp8_e4m3"]))
+    rng = np.random.default_rng(draw(st.integers(min_value=0, max_value=2**32 - 1)))
+    x = round_to(rng.standard_normal((rows, cols)) * 2.0 ** rng.integers(-3, 4, (rows, cols)), fmt)
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        i, j = draw(st.integers(0, rows - 1)), draw(st.integers(0, cols - 1))
+        x[i, j] = draw(st.sampled_from([0.0, float(round_to(2.0**-30, "bf16")), float(rng.standard_normal())]))
+    return x
+
+
+def logit_terms_violation(q, k) -> str | None:
+    """Return why ``_logit_terms`` breaks its contract on q, k, or None."""
+    terms = certified._logit_terms(q, k, certified.scan_rows(k)["grid"], certified._norm_up(k))
+    tail, err = terms.dense()
+    for r, j in np.ndindex(terms.c.shape):
+        exact = exact_dot(q[r], k[j])
+        if abs(Fraction(float(terms.c[r, j])) + Fraction(float(tail[r, j])) - exact) > Fraction(float(err[r, j])):
+            return f"c + tail misses q.k by more than err at {(r, j)}"
+    for r in np.setdiff1d(np.arange(q.shape[0]), terms.rows):  # clean rows: differences exact
+        c = terms.c[r]
+        if any(Fraction(float(c[j] - c[0])) != Fraction(float(c[j])) - Fraction(float(c[0])) for j in range(c.size)):
+            return f"a difference of row {r} is inexact"
+    return None
+
+
+logit_operands = st.integers(min_value=1, max_value=4).flatmap(
+    lambda r: st.integers(min_value=1, max_value=6).flatmap(
+        lambda dk: st.tuples(grid_arrays(r, dk), st.integers(min_value=1, max_value=10).flatmap(
+            lambda sk: grid_arrays(sk, dk)))))
+
+
+@given(operands=logit_operands)
+def test_logit_terms_are_exact_with_bounded_tails(operands):
+    assert logit_terms_violation(*operands) is None
+
+
+@pytest.mark.parametrize("mutate", ["budget", "tail errors", "no rounding onto the grid"])
+def test_logit_terms_mutants_are_caught(monkeypatch, mutate):
+    if mutate == "budget":
+        monkeypatch.setattr(certified, "BITS", 55)
+    elif mutate == "tail errors":
+        monkeypatch.setattr(certified, "gamma", lambda n: 0.0)
+    else:
+        monkeypatch.setattr(certified, "_to_grid", lambda x, grid: (x, np.zeros_like(x)))
+    find_failure(logit_operands, lambda ops: logit_terms_violation(*ops) is not None, max_examples=300)
+
+
+def numerator_violation(p, v) -> str | None:
+    """Return why ``_numerator_terms`` breaks its contract on p >= 0, v, or None."""
+    stats = certified.scan_rows(v, columns=True)
+    num, nu, s, sigma_s = certified._numerator_terms(p, v, stats["grid"], stats["column"])
+    for r in range(p.shape[0]):
+        if abs(Fraction(float(s[r, 0])) - sum(map(Fraction, map(float, p[r])))) > Fraction(float(sigma_s[r, 0])):
+            return f"row sum {r} outside sigma_s"
+        for d in range(v.shape[1]):
+            if abs(Fraction(float(num[r, d])) - exact_dot(p[r], v[:, d])) > Fraction(float(nu[r, d])):
+                return f"numerator {(r, d)} outside nu"
+    return None
+
+
+@st.composite
+def numerator_operands(draw):
+    rows, sk = draw(st.integers(min_value=1, max_value=3)), draw(st.integers(min_value=1, max_value=12))
+    rng = np.random.default_rng(draw(st.integers(min_value=0, max_value=2**32 - 1)))
+    p = np.exp(-rng.uniform(0, draw(st.sampled_from([1.0, 30.0])), (rows, sk)))  # weights in (0, 1], all bits used
+    p[:, 0] = 1.0
+    return p, draw(grid_arrays(sk, draw(st.integers(min_value=1, max_value=3))))
+
+
+def cancelling_numerator() -> tuple[np.ndarray, np.ndarray]:
+    """Return (p, v) with N = 0 exactly while P2 V rounds: weights a_1..a_m then a_1..a_m against V = (+1, .., -1, ..).
+
+    The a_i spread over 2^-60..1, so the low parts P2 span ~90 binades and their partial sums
+    over the first half round in any order of accumulation; the second half cancels the
+    values, not those roundings, and u'|N| bounds nothing.
+    """
+    a = np.random.default_rng(0).uniform(0.5, 1.0, 16) * 2.0 ** -np.arange(0, 64, 4)
+    return np.concatenate([a, a]).reshape(1, -1), np.repeat([1.0, -1.0], a.size).reshape(-1, 1)
+
+
+@given(operands=numerator_operands())
+def test_numerator_terms_enclose_the_exact_product(operands):
+    assert numerator_violation(*operands) is None
+
+
+def budget_numerator() -> tuple[np.ndarray, np.ndarray]:
+    """Return (p, v) on which a budget 5 bits too large breaks P1 V: 63 products with bits down to 2^-49.
+
+    p_j = 1/2 + odd 2^-26, v_j = 1 + odd 2^-23 (on the grid 2^-23), sum ~32. The budget keeps 22
+    bits of P, so P1 V is exact; with 5 more bits (beyond its 2 bits of slack) P1 keeps 2^-26, and
+    the 63 partial sums near 32 (last place 2^-47) each round: the accumulated error exceeds
+    the single rounding u'|N| that the bound allows for an exact P1 V.
+    """
+    rng = np.random.default_rng(0)
+    p = 0.5 + (2 * rng.integers(0, 16, (1, 63)) + 1) * 2.0**-26
+    return p, 1 + (2 * rng.integers(0, 512, (63, 1)) + 1) * 2.0**-23
+
+
+@pytest.mark.parametrize("mutate", ["budget", "low-part errors", "no rounding onto the grid"])
+def test_numerator_terms_mutants_are_caught(monkeypatch, mutate):
+    """Each mutant fails on a constructed case (budget, cancellation) or on a generated one (rounding onto the grid)."""
+    witness = {"budget": budget_numerator, "low-part errors": cancelling_numerator}.get(mutate)
+    if witness is not None:
+        assert numerator_violation(*witness()) is None
+    if mutate == "budget":
+        monkeypatch.setattr(certified, "BITS", 58)
+    elif mutate == "low-part errors":
+        monkeypatch.setattr(certified, "gamma", lambda n: 0.0)
+    else:
+        monkeypatch.setattr(certified, "_to_grid", lambda x, grid: (x, np.zeros_like(x)))
+        find_failure(numerator_operands(), lambda ops: numerator_violation(*ops) is not None, max_examples=300)
+        return
+    assert numerator_violation(*witness()) is not None
+
+
+def shifted_violation(q, k, allowed, scale) -> str | None:
+    """Return why ``_shifted_logits`` breaks |x_j - m - t_j| <= coef |t_j| + delta_j on an allowed entry, or None."""
+    hi, lo = scale
+    shifted = certified._shifted_logits(q, k, allowed, scale, certified.scan_rows(k)["grid"], certified._norm_up(k))
+    delta = np.zeros(shifted.t.shape)
+    for _, idx, d in shifted.loose:
+        delta[idx] = d
+    with mpmath.workprec(300):
+        sigma = mpmath.mpf(hi) + mpmath.mpf(lo)  # the scale residual is below 2^-100 |hi|: inside kappa
+        for r, j in zip(*np.nonzero(allowed)):
+            g = exact_dot(q[r], k[j]) - Fraction(float(shifted.ref[r]))
+            exact = sigma * mpmath.mpf(g.numerator) / g.denominator
+            t = float(shifted.t[r, j])
+            if abs(exact - t) > shifted.coef * abs(t) + float(delta[r, j]) + SCALE_RESIDUAL_SLACK * abs(exact):
+                return f"entry {(r, j)}: |x - m - t| = {float(abs(exact - t))!r} above the bound"
+    return None
+
+
+SCALE_RESIDUAL_SLACK = 2.0**-99  # sigma above is hi + lo, 2^-100 |hi| from the exact default scale
+
+
+@st.composite
+def shifted_operands(draw):
+    q, k = draw(logit_operands)
+    rng = np.random.default_rng(draw(st.integers(min_value=0, max_value=2**32 - 1)))
+    allowed = rng.uniform(size=(q.shape[0], k.shape[0])) < draw(st.sampled_from([1.0, 0.6]))
+    scale = draw(st.sampled_from([(0.3, 0.0), (-1.7, 0.0), (0.125, 0.0), "default"]))
+    if scale == "default":
+        scale = certified.exact_scale(attention_problem(q[None, None], k[None, None], k[None, None]))
+    return q, k, allowed, scale
+
+
+@given(operands=shifted_operands())
+def test_shifted_logits_are_within_their_bound(operands):
+    assert shifted_violation(*operands) is None
+
+
+@pytest.mark.parametrize("mutate", ["roundings", "budget"])
+def test_shifted_logits_mutants_are_caught(monkeypatch, mutate):
+    monkeypatch.setattr(certified, *{"roundings": ("U1", 0.0), "budget": ("BITS", 55)}[mutate])
+    find_failure(shifted_operands(), lambda ops: shifted_violation(*ops) is not None, max_examples=300)
+
+
+@given(hi=st.floats(min_value=2.0**-20, max_value=2.0**20), dk=st.integers(min_value=1, max_value=1000),
+       ref=st.floats(min_value=-1e6, max_value=1e6), default=st.booleans())
+def test_scaled_shift_encloses_sigma_ref(hi, dk, ref, default):
+    scale = certified.exact_scale(attention_problem(np.ones((1, 1, 1, dk)), np.ones((1, 1, 1, dk)),
+                                                    np.ones((1, 1, 1, 1)), scale=None if default else hi))
+    shift, err = certified._scaled_shift(scale, np.array([ref]))
+    with mpmath.workprec(300):
+        sigma = 1 / mpmath.sqrt(dk) if default else mpmath.mpf(hi)
+        assert abs(mpmath.mpf(float(shift[0])) - sigma * mpmath.mpf(ref)) <= mpmath.mpf(float(err[0]))
+
+
+def test_scaled_shift_needs_its_error_term():
+    """Without err, the float shift is not the exact one: the default scale times a float is rarely a float."""
+    scale = certified.exact_scale(attention_problem(np.ones((1, 1, 1, 3)), np.ones((1, 1, 1, 3)), np.ones((1, 1, 1, 1))))
+    shift, _ = certified._scaled_shift(scale, np.array([1.1]))
+    with mpmath.workprec(300):
+        assert mpmath.mpf(float(shift[0])) != mpmath.mpf(1.1) / mpmath.sqrt(3)
+
+
+@given(x=grid_arrays(4, 5), zeros=st.booleans())
+def test_scan_rows_grids_hold(x, zeros):
+    if zeros:
+        x[1] = 0.0
+        x[2, 0] = 5e-324
+    stats = certified.scan_rows(x[None], columns=True)
+    for row, g in zip(x, stats["grid"][0]):
+        if g == certified.GRID_NONE:
+            assert not row.any()
+            continue
+        assert all((Fraction(float(a)) / Fraction(2) ** int(g)).denominator == 1 for a in row)
+    assert np.array_equal(stats["column"][0, 0], np.max(np.abs(x), axis=0))
+
+
+def test_scan_rows_grid_is_tight_on_a_simple_row():
+    """The negative control: one grid coarser than claimed fails ([1.5, 3] is a multiple of 2^-1, not of 2^0)."""
+    assert certified.scan_rows(np.array([[1.5, 3.0]]))["grid"].tolist() == [-1]
+
+
+def grid_case_strategy():
+    """Whole problems on grids (BF16, FP16, FP8 values, a few elements off), with masks, lengths and scales."""
+    @st.composite
+    def build(draw):
+        hkv, group = draw(st.integers(min_value=1, max_value=2)), draw(st.integers(min_value=1, max_value=2))
+        sq, sk = draw(st.integers(min_value=1, max_value=3)), draw(st.integers(min_value=1, max_value=12))
+        dk, dv = draw(st.integers(min_value=1, max_value=6)), draw(st.integers(min_value=1, max_value=3))
+        q = draw(grid_arrays(hkv * group * sq, dk)).reshape(1, hkv * group, sq, dk)
+        k = draw(grid_arrays(hkv * sk, dk)).reshape(1, hkv, sk, dk)
+        v = draw(grid_arrays(hkv * sk, dv)).reshape(1, hkv, sk, dv)
+        conventions = {"causal": draw(st.booleans()), "scale": draw(st.sampled_from([None, 0.3, -2.0]))}
+        if draw(st.booleans()):
+            conventions["kv_seqlens"] = np.array([draw(st.integers(min_value=0, max_value=sk))])
+        return AttentionCase(q, k, v, conventions)
+    return build()
+
+
+@given(case=grid_case_strategy(), fmt=st.sampled_from(FORMATS))
+def test_tier_1b_agrees_with_the_mpmath_oracle(case, fmt):
+    assert disagreement(case, fmt, first="1b") is None
+
+
+def decode_like(sk: int = 2048, heads: int = 8, seed: int = 0):
+    """Return (q, k, v) shaped like DeepSeek-V3 MLA decode (one kv head, 576/512, BF16 values), with fewer heads and keys."""
+    rng = np.random.default_rng(seed)
+    q = round_to(rng.standard_normal((1, heads, 1, 576)), "bf16")
+    k = round_to(rng.standard_normal((1, 1, sk, 576)), "bf16")
+    return q, k, np.ascontiguousarray(k[..., :512])
+
+
+def test_tier_1b_certifies_fp32_where_tier_1a_cannot():
+    """At a decode-like shape tier 1a leaves FP32 outputs in most rows; tier 1b none or few. Same answers."""
+    problem = attention_problem(*decode_like(), scale=192**-0.5)
+    rows = certified._grouped(problem)
+    assert certified._first_tier(rows, Format.FP32) == "1b"
+    assert certified._first_tier(rows, Format.BF16) == "1a"
+    a = certified._certified(problem, "fp32", 50, True, "1a")
+    b = certified._certified(problem, "fp32", 50, True, "1b")
+    assert a.refined_rows >= 8 and b.refined_rows <= 1
+    assert np.array_equal(a.out, b.out) and np.array_equal(a.lse, b.lse)
+
+
+def test_tier_1b_is_not_used_with_softcap_or_an_additive_mask():
+    q, k, v = decode_like(sk=64)
+    for conventions in ({"softcap": 30.0}, {"mask": np.zeros((1, 8, 1, 64))}):
+        got = certified._certified(attention_problem(q, k, v, **conventions), "fp32", 50, True, "1b")
+        assert got.first_tier == "1a"
