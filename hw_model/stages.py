@@ -228,7 +228,7 @@ def v2_cost(rows: int, kernel: Kernel, position: Position, shape: MlaShape, die:
     chunk_rows = CHUNK_ELEMENTS // shape.d_v  # BASE_BLOCK_MAX_ELEMENT_NUM / headDimAlign rows per chunk
     chunks = ceil(r / chunk_rows)
     elements = chunk_rows * shape.d_v
-    one_pass = _pass_cycles(elements, die)
+    one_sweep = _pass_cycles(elements, die)
     load = elements * FP32_BYTES / die.l2_read_rate + cal.gm_latency_cycles
     store_fp32 = elements * FP32_BYTES / die.ub_to_gm_rate + cal.gm_latency_cycles
     store_bf16 = elements * BF16_BYTES / die.ub_to_gm_rate + cal.gm_latency_cycles
@@ -236,11 +236,11 @@ def v2_cost(rows: int, kernel: Kernel, position: Position, shape: MlaShape, die:
     if kernel == "amla":
         if not last:
             return StageCost("V2", "vector", {"vector": 0.0, "mte2": 0.0, "mte3": 0.0}, 0.0)
-        vector = 6 * one_pass  # cann-fia DealBmm2ResBaseBlock: Abs, CompareScalar, Select, RowDivs, Cast (+Brcb)
+        vector = 6 * one_sweep  # cann-fia DealBmm2ResBaseBlock: Abs, CompareScalar, Select, RowDivs, Cast (+Brcb)
         pipes = {"vector": chunks * vector, "mte2": chunks * load, "mte3": chunks * store_bf16}
         return StageCost("V2", "vector", pipes, _flow(load, vector, store_bf16, chunks))
     rescale = position in ("middle", "last")  # [variant: fa_gm] O_{i-1} exists
-    vector = one_pass * (1 + (2 if rescale else 0) + (2 if last else 1))  # copy; RowMuls+Add; RowDivs+Cast or copy-out
+    vector = one_sweep * (1 + (2 if rescale else 0) + (2 if last else 1))  # copy; RowMuls+Add; RowDivs+Cast or copy-out
     mte2 = load * (2 if rescale else 1)  # P V partial, then O_{i-1}
     mte3 = store_bf16 if last else store_fp32
     pipes = {"vector": chunks * vector, "mte2": chunks * mte2, "mte3": chunks * mte3}
