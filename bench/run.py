@@ -11,9 +11,11 @@
     plus outputs (goal <= 2x).
 (b) reference.certified vs the pure-mpmath oracle (reference.oracle) at a reduced shape:
     speed-up (goal >= 100x), FP32 outputs.
-(c) spec FlashAttention, AMLA and PASA emulations vs the spec's dense attention under the same
-    precision policy (numpy, dense, the same formats and rounding points): time ratio (goal <= 5x).
-    The note also gives native numpy float32 dense attention, the cost of not emulating at all.
+(c) spec FlashAttention, AMLA and PASA emulations vs numpy dense attention computed natively in
+    the same format (goal <= 5x): float32 for FlashAttention (FP32 policy), float32 on BF16
+    inputs with a BF16 output for AMLA (BF16 GEMM inputs, FP32 accumulation and softmax; numpy
+    has no BF16 GEMM), float16 for PASA (FP16 policy; numpy's float16 matmul has no BLAS). The
+    note also gives the ratio to the spec's dense attention emulated under the same policy.
 (d) ``attnspec prove`` (the whole proof suite), wall time (goal <= 60 s).
 (e) ``pytest`` under the ci hypothesis profile, wall time (goal <= 600 s).
 
@@ -30,6 +32,9 @@ import subprocess
 import sys
 import time
 
+from dataclasses import dataclass
+
+import ml_dtypes
 import numpy as np
 
 import _common as common
@@ -117,26 +122,51 @@ def bench_mpmath() -> list[common.Row]:
                              "identical": agree})]
 
 
+@dataclass(frozen=True)
+class Native:
+    """How numpy computes dense attention natively in an emulation's format: the array dtype, the
+    format the inputs are rounded into first, and the dtype the output is cast to."""
+
+    dtype: type
+    inputs: Format
+    output: type | None = None
+
+    def describe(self) -> str:
+        out = "" if self.output is None else f", output cast to {np.dtype(self.output).name}"
+        return f"numpy {np.dtype(self.dtype).name} on {self.inputs} inputs{out}"
+
+    def prepare(self, q, k, v):
+        return tuple(round_to(a, self.inputs).astype(self.dtype) for a in (q, k, v))
+
+    def run(self, q, k, v, scale):
+        out, lse = numpy_attention(q, k, v, self.dtype(scale))
+        return (out if self.output is None else out.astype(self.output)), lse
+
+
 def _emulations():
-    """Return {name: (run(problem), policy)} for the spec emulations that exist in this checkout."""
+    """Return {name: (run(problem), policy, native)} for the spec emulations that exist in this checkout."""
     from attnspec.spec.flash import POLICY_FP32, flash_from_problem
 
-    found = {"flash (fp32, block 128)": (lambda p: flash_from_problem(p, POLICY_FP32, block_k=128), POLICY_FP32)}
+    found = {"flash (fp32, block 128)": (lambda p: flash_from_problem(p, POLICY_FP32, block_k=128), POLICY_FP32,
+                                         Native(np.float32, Format.FP32))}
     try:
         from attnspec.spec.amla import POLICY_AMLA, amla_from_problem
-        found["amla (cann, bf16/fp32)"] = (lambda p: amla_from_problem(p, "cann", POLICY_AMLA), POLICY_AMLA)
+        found["amla (cann, bf16/fp32)"] = (lambda p: amla_from_problem(p, "cann", POLICY_AMLA), POLICY_AMLA,
+                                           Native(np.float32, Format.BF16, ml_dtypes.bfloat16))
     except ImportError as exc:
         print(f"(c) skipped AMLA: {exc}", file=sys.stderr)
     try:
         from attnspec.spec.pasa import POLICY_PASA_FP16, pasa_from_problem
-        found["pasa (attnspec, fp16)"] = (lambda p: pasa_from_problem(p, policy=POLICY_PASA_FP16), POLICY_PASA_FP16)
+        found["pasa (attnspec, fp16)"] = (lambda p: pasa_from_problem(p, policy=POLICY_PASA_FP16), POLICY_PASA_FP16,
+                                          Native(np.float16, Format.FP16))
     except ImportError as exc:
         print(f"(c) skipped PASA: {exc}", file=sys.stderr)
     return found
 
 
 def bench_emulations(repeat: int) -> list[common.Row]:
-    """(c): each spec emulation against the spec's dense attention under the same policy."""
+    """(c): each spec emulation against numpy dense attention computed natively in its format (and, as
+    extra information, against the spec's dense attention emulated under the same policy)."""
     rng = np.random.default_rng(2)
     shape = (1, 16, 4, 2048, 128)  # B, Hq (one kv head, as in MLA decode with s_q = 4), Sq, Sk, D
     b, hq, sq, sk, d = shape
@@ -144,19 +174,27 @@ def bench_emulations(repeat: int) -> list[common.Row]:
     k = round_to(rng.standard_normal((b, 1, sk, d)), Format.FP16)
     v = round_to(rng.standard_normal((b, 1, sk, d)), Format.FP16)
     problem = attention_problem(q, k, v)
-    q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
-    native = common.interleaved({"float32": lambda: numpy_attention(q32, k32, v32, np.float32(d**-0.5))}, repeat)
+    float32 = Native(np.float32, Format.FP16)
     rows = []
-    for name, (run, policy) in _emulations().items():
-        times = common.interleaved({"dense": lambda: softmax_attention(problem, policy), "emulation": lambda: run(problem)},
-                                   repeat)
-        emulation, dense, floor = times["emulation"].wall, times["dense"].wall, native["float32"].wall
-        rows.append(common.Row("c", f"{name} vs dense, same policy", emulation / dense, 5, "x",
-                               note=f"B,Hq,Sq,Sk,D={shape}; {1e3 * emulation:.0f} ms vs {1e3 * dense:.0f} ms "
-                                    f"({policy.name}); CPU-time ratio {times['emulation'].cpu / times['dense'].cpu:.2f}x; "
-                                    f"native numpy float32 dense {1e3 * floor:.1f} ms (emulation / native "
-                                    f"{emulation / floor:.0f}x)",
-                               data={"seconds": emulation, "dense_seconds": dense, "native_float32_seconds": floor}))
+    for name, (run, policy, native) in _emulations().items():
+        arrays = native.prepare(q, k, v)
+        contenders = {"native": lambda: native.run(*arrays, d**-0.5), "emulation": lambda: run(problem),
+                      "dense": lambda: softmax_attention(problem, policy)}
+        if native.dtype is not np.float32:  # where native is not float32, also the float32 floor
+            arrays32 = float32.prepare(q, k, v)
+            contenders["float32"] = lambda: float32.run(*arrays32, d**-0.5)
+        times = common.interleaved(contenders, repeat)
+        emulation, base = times["emulation"], times["native"]
+        floor = "" if "float32" not in times else \
+            f"; vs numpy float32 ({1e3 * times['float32'].wall:.1f} ms): {emulation.wall / times['float32'].wall:.0f}x"
+        rows.append(common.Row(
+            "c", f"{name} vs {native.describe()}", emulation.wall / base.wall, 5, "x",
+            note=f"B,Hq,Sq,Sk,D={shape}; {1e3 * emulation.wall:.0f} ms vs {1e3 * base.wall:.1f} ms; CPU-time ratio "
+                 f"{emulation.cpu / base.cpu:.1f}x; vs the spec's dense attention under {policy.name} "
+                 f"({1e3 * times['dense'].wall:.0f} ms): {emulation.wall / times['dense'].wall:.2f}x{floor}",
+            data={"seconds": emulation.wall, "native_seconds": base.wall, "native": native.describe(),
+                  "dense_same_policy_seconds": times["dense"].wall,
+                  "numpy_float32_seconds": times["float32"].wall if "float32" in times else base.wall}))
     return rows
 
 

@@ -165,16 +165,26 @@ def as_float64(x, name: str = "x") -> np.ndarray:
 # Rounding (IEEE 754 §4.3.1 roundTiesToEven, and roundTiesToAway on request)
 # ----------------------------------------------------------------------------------------------
 
+_ONE = np.uint64(1)
+#: Per format: (binary64 significand bits below its last place, half a unit of that place, the mask of the kept bits).
+_ROUNDING_BITS = {f: (np.uint64(53 - f.info.p), np.uint64(1 << (52 - f.info.p)), np.uint64(~((1 << (53 - f.info.p)) - 1)
+                                                                                          & (2**64 - 1)))
+                  for f in Format if f is not Format.FP64}
+
+
 def round_to(x, fmt: "Format | str", *, saturate: bool = False, ties: Ties = "even") -> np.ndarray:
     """Return ``x`` rounded to nearest in ``fmt``, carried as float64.
 
     The quantum of a value x with exponent e = floor(log2|x|) is 2**(max(e, emin) - p + 1);
     below 2**emin the quantum stops shrinking, which yields gradual underflow (subnormals).
-    Dividing by the quantum is an exact power-of-two scaling, so the integer rounding that
-    follows is the one and only rounding: ``np.rint`` for ``ties="even"`` (IEEE
-    roundTiesToEven), or truncation of |y| + 1/2 for ``ties="away"`` (IEEE roundTiesToAway;
-    Ascend's ``CAST_ROUND``). The scaled value y has at most p <= 24 integer bits, so y + 1/2
-    is exact in binary64.
+    From |x| = 2**emin up, rounding to that quantum keeps the leading p of binary64's 53
+    significand bits: an integer operation on the bit pattern, which adds half a unit of the
+    last kept place (for ties to even: half minus one, plus the last kept bit; IEEE
+    roundTiesToEven) or exactly half (IEEE roundTiesToAway; Ascend's ``CAST_ROUND``) and
+    clears the dropped bits. A carry out of the significand steps into the next binade, as the
+    rounding does. Below 2**emin, dividing by the fixed quantum is an exact power-of-two
+    scaling, so the integer rounding that follows (``np.rint``, or truncation of |y| + 1/2)
+    is the one and only rounding.
     """
     f = get_format(fmt)
     info = f.info
@@ -182,19 +192,34 @@ def round_to(x, fmt: "Format | str", *, saturate: bool = False, ties: Ties = "ev
     a = as_float64(x)
     if f is Format.FP64:
         return np.array(a, dtype=np.float64, copy=True)
+    drop, half, kept = _ROUNDING_BITS[f]
+    bits = np.ascontiguousarray(a).view(np.uint64)
+    if ties == "even":
+        carried = bits >> drop
+        carried &= _ONE  # the last kept bit
+        carried += half - _ONE
+        carried += bits
+    else:
+        carried = bits + half
+    carried &= kept
+    rounded = carried.view(np.float64).reshape(a.shape)
     with np.errstate(invalid="ignore", over="ignore"):
-        _, e_plus_1 = np.frexp(a)  # a = m * 2**(e+1) with 0.5 <= |m| < 1; frexp(0) gives 0
-        quantum_exp = np.maximum(e_plus_1 - 1, info.emin) - (info.p - 1)
-        scaled = np.ldexp(a, -quantum_exp)
-        integral = np.rint(scaled) if ties == "even" else np.copysign(np.floor(np.abs(scaled) + 0.5), scaled)
-        rounded = np.ldexp(integral, quantum_exp)
-        overflow = np.abs(rounded) > info.max_finite
-        if saturate:
-            rounded = np.where(overflow, np.copysign(info.max_finite, a), rounded)
-        elif info.has_inf:
-            rounded = np.where(overflow, np.copysign(np.inf, a), rounded)
-        else:
-            rounded = np.where(overflow | np.isinf(a), np.nan, rounded)
+        magnitude = np.abs(a)
+        if np.fmin.reduce(magnitude, axis=None, initial=np.inf) < 2.0**info.emin:  # below the normal range: fixed quantum
+            small = magnitude < 2.0**info.emin
+            quantum_exp = info.emin - info.p + 1
+            scaled = a[small] * 2.0**-quantum_exp
+            integral = np.rint(scaled) if ties == "even" else np.copysign(np.floor(np.abs(scaled) + 0.5), scaled)
+            rounded[small] = integral * 2.0**quantum_exp
+        if not np.max(magnitude, initial=0.0) < info.max_finite:  # NaN, infinities, the top binade
+            rounded = np.where(np.isnan(a), a, rounded)  # the carry may turn a NaN's pattern into an infinity
+            overflow = np.abs(rounded) > info.max_finite
+            if saturate:
+                rounded = np.where(overflow, np.copysign(info.max_finite, a), rounded)
+            elif info.has_inf:
+                rounded = np.where(overflow, np.copysign(np.inf, a), rounded)
+            else:
+                rounded = np.where(overflow, np.nan, rounded)
     return rounded
 
 

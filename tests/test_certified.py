@@ -275,15 +275,39 @@ def test_logit_terms_are_exact_with_bounded_tails(operands):
     assert logit_terms_violation(*operands) is None
 
 
+CLEAN_ROWS = np.array([[1.0, 2.0, 0.5], [1.0, -1.0, 2.0], [0.5, 0.5, 1.0]])  # on the grid: no correction
+
+
+def budget_logits() -> tuple[np.ndarray, np.ndarray]:
+    """Return (q, k) whose row 0 has one bit more than 53 - 5 allows: a split row, unless the budget is too large.
+
+    c_00 = 1.5 * 4 + (1/4 + 2^-51) = 6.25 + 2^-51 is not a binary64 number; with the budget's
+    4 bits of slack gone (5 more bits), row 0 counts as clean and c_00 is claimed exact.
+    """
+    return np.vstack([[1.5, 0.25 + 2.0**-51, 0.0], CLEAN_ROWS]), np.array([[4.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+
+
+def rounding_tail_logits() -> tuple[np.ndarray, np.ndarray]:
+    """Return (q, k) with a split row whose tail q2.k rounds in binary64 (3 2^-51 + 3 2^-60 (1 + 2^-52))."""
+    return (np.vstack([[1.5, 0.25 + 3 * 2.0**-51, 2.0**-60 * (1 + 2.0**-52)], CLEAN_ROWS]),
+            np.array([[4.0, 1.0, 3.0], [2.0, 1.0, 1.0]]))
+
+
 @pytest.mark.parametrize("mutate", ["budget", "tail errors", "no rounding onto the grid"])
 def test_logit_terms_mutants_are_caught(monkeypatch, mutate):
+    """Each mutant fails on a constructed case (budget, tails) or on a generated one (keys left off the grid)."""
+    witness = {"budget": budget_logits, "tail errors": rounding_tail_logits}.get(mutate)
+    if witness is not None:
+        assert logit_terms_violation(*witness()) is None
     if mutate == "budget":
-        monkeypatch.setattr(certified, "BITS", 55)
+        monkeypatch.setattr(certified, "BITS", 58)
     elif mutate == "tail errors":
         monkeypatch.setattr(certified, "gamma", lambda n: 0.0)
     else:
         monkeypatch.setattr(certified, "_to_grid", lambda x, grid: (x, np.zeros_like(x)))
-    find_failure(logit_operands, lambda ops: logit_terms_violation(*ops) is not None, max_examples=300)
+        find_failure(logit_operands, lambda ops: logit_terms_violation(*ops) is not None, max_examples=300)
+        return
+    assert logit_terms_violation(*witness()) is not None
 
 
 def numerator_violation(p, v) -> str | None:
@@ -319,6 +343,19 @@ def cancelling_numerator() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([a, a]).reshape(1, -1), np.repeat([1.0, -1.0], a.size).reshape(-1, 1)
 
 
+def off_grid_numerator() -> tuple[np.ndarray, np.ndarray]:
+    """Return (p, v) whose 20 rows of V off the grid (1 + odd 2^-45) are cancelled by 20 rows of -1, N ~ 2^-31.
+
+    Left off the grid, the products p_j v_j need bits down to 2^-66 and round in the partial
+    sums (of size ~1) while N is ~2^-31: u'|N| does not cover them. 60 zero rows of V keep the
+    rows off the grid below a quarter, so the grid applies.
+    """
+    rng = np.random.default_rng(0)
+    w = 0.5 + (2 * rng.integers(0, 2**19, 20) + 1) * 2.0**-21  # 22 bits: P2 = 0
+    v = np.concatenate([1 + (2 * rng.integers(0, 2**10, 20) + 1) * 2.0**-45, -np.ones(20), np.zeros(60)])
+    return np.concatenate([w, w, np.full(60, 0.5)]).reshape(1, -1), v.reshape(-1, 1)
+
+
 @given(operands=numerator_operands())
 def test_numerator_terms_enclose_the_exact_product(operands):
     assert numerator_violation(*operands) is None
@@ -339,18 +376,16 @@ def budget_numerator() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("mutate", ["budget", "low-part errors", "no rounding onto the grid"])
 def test_numerator_terms_mutants_are_caught(monkeypatch, mutate):
-    """Each mutant fails on a constructed case (budget, cancellation) or on a generated one (rounding onto the grid)."""
-    witness = {"budget": budget_numerator, "low-part errors": cancelling_numerator}.get(mutate)
-    if witness is not None:
-        assert numerator_violation(*witness()) is None
+    """Each mutant fails on a constructed case: a tight budget, cancelling low parts, keys off the grid."""
+    witness = {"budget": budget_numerator, "low-part errors": cancelling_numerator,
+               "no rounding onto the grid": off_grid_numerator}[mutate]
+    assert numerator_violation(*witness()) is None
     if mutate == "budget":
         monkeypatch.setattr(certified, "BITS", 58)
     elif mutate == "low-part errors":
         monkeypatch.setattr(certified, "gamma", lambda n: 0.0)
     else:
         monkeypatch.setattr(certified, "_to_grid", lambda x, grid: (x, np.zeros_like(x)))
-        find_failure(numerator_operands(), lambda ops: numerator_violation(*ops) is not None, max_examples=300)
-        return
     assert numerator_violation(*witness()) is not None
 
 
@@ -391,10 +426,16 @@ def test_shifted_logits_are_within_their_bound(operands):
     assert shifted_violation(*operands) is None
 
 
-@pytest.mark.parametrize("mutate", ["roundings", "budget"])
-def test_shifted_logits_mutants_are_caught(monkeypatch, mutate):
-    monkeypatch.setattr(certified, *{"roundings": ("U1", 0.0), "budget": ("BITS", 55)}[mutate])
-    find_failure(shifted_operands(), lambda ops: shifted_violation(*ops) is not None, max_examples=300)
+def test_shifted_logits_mutants_are_caught(monkeypatch):
+    """Without the roundings' terms (u' = 0) generated cases fail; with a budget 5 bits too large, budget_logits."""
+    q, k = budget_logits()
+    allowed = np.ones((q.shape[0], k.shape[0]), dtype=bool)
+    assert shifted_violation(q, k, allowed, (0.3, 0.0)) is None
+    with monkeypatch.context() as patch:
+        patch.setattr(certified, "BITS", 58)
+        assert shifted_violation(q, k, allowed, (0.3, 0.0)) is not None
+    monkeypatch.setattr(certified, "U1", 0.0)
+    find_failure(shifted_operands(), lambda ops: shifted_violation(*ops) is not None, max_examples=100)
 
 
 @given(hi=st.floats(min_value=2.0**-20, max_value=2.0**20), dk=st.integers(min_value=1, max_value=1000),

@@ -29,5 +29,6 @@ def run(args) -> int:
     sys.path.insert(0, BENCH_DIR)  # run.py imports its sibling _common
     spec = importlib.util.spec_from_file_location("attnspec_bench_run", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return int(module.main(list(args.args), prog="attnspec bench --"))
