@@ -157,8 +157,8 @@ and so is c_rj - c_ri (below 2^(53 + grid_r)). The tails q . k_j - c_rj = q1 . k
 the grid) + q2_r . k_j (split rows) are float64 products within gamma_Dk ||q1|| ||k2_j|| +
 Dk eta and gamma_Dk ||q2_r|| max_j ||k_j|| + Dk eta, plus u'|T| where both meet. gamma
 minimises Sk (split rows) + 2 R (keys off the grid) over the values of g_j; if no choice is
-feasible (beta_r < 1 on a split row, grid_r < -1074, need_r >= 1000) or the corrections
-cost more than half a product, the group falls back to the split product (every row split).
+feasible (beta_r < 1 on a split row, grid_r < -1074, need_r >= 1000) or the corrections cost
+more than the split product, about (R + 5) Sk, the group falls back to it (every row split).
 
 *Tier 1b, weights* (:func:`_shifted_logits`, :func:`_exact_group`). ref_r = c_rj at the allowed key maximising hi c_rj;
 the shift is the real m_r = sigma ref_r. d_j = fl(c_j - ref) is exact on a clean row (not split)
@@ -525,12 +525,14 @@ _M52 = np.uint64((1 << 52) - 1)
 _BIT52 = np.uint64(1 << 52)
 BITS = 53  # binary64 significand bits: the budgets of tier 1b's exact products (one less for logits: exact differences)
 BETA_MIN = 22  # bits of each row of P in the exact slice of P V: the rest is below 2^-21 of the row max
-CORRECTION_SHARE = 2  # fall back to Ozaki splitting when the corrections cost more than 1/2 of a product
+SPLIT_PASSES = 5  # Ozaki splitting of K costs about this many rows of Q K^T (its passes over K), plus the product
+OFF_GRID_SHARE = 4  # P V falls back to Ozaki splitting when more than 1/4 of the rows of V are off the grid
 
 
 def _exponent(x) -> np.ndarray:
-    """Return e with |x| < 2^e, elementwise as int64 (e = 0 for x = 0)."""
-    return np.frexp(x)[1].astype(np.int64)
+    """Return e with |x| < 2^e, elementwise as int64 (e = 0 for x = 0; 2000, beyond every budget, for inf and NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.isfinite(x), np.frexp(x)[1], 2000).astype(np.int64)
 
 
 def _trailing_zeros(x: np.ndarray) -> np.ndarray:
@@ -628,8 +630,9 @@ def _logit_terms(q: np.ndarray, k: np.ndarray, k_grid: np.ndarray, k_norm: np.nd
 
     The grid 2^gamma of the keys is chosen to minimise the cost of the corrections: a row of q
     with more bits than its budget allows costs one extra row of products (its low part times
-    k), a key off the grid one extra column (its part off the grid times q). Without a usable
-    grid the terms come from Ozaki splitting (every row split, no exact differences).
+    k), a key off the grid about two columns (its part off the grid times q). Without a usable
+    grid, or with corrections costlier than Ozaki splitting (a product plus SPLIT_PASSES rows'
+    worth of passes over K), the terms come from the split product (every row split).
     """
     r, dk = q.shape
     sk = k.shape[0]
@@ -648,7 +651,7 @@ def _logit_terms(q: np.ndarray, k: np.ndarray, k_grid: np.ndarray, k_norm: np.nd
     n_bad = np.searchsorted(np.sort(k_grid), gammas[:, 0])
     cost = np.where(feasible.all(axis=1), sk * split.sum(axis=1) + 2 * r * n_bad, np.inf)
     best = int(np.argmin(cost))
-    if not np.isfinite(cost[best]) or CORRECTION_SHARE * cost[best] > r * sk:
+    if not np.isfinite(cost[best]) or cost[best] > (r + SPLIT_PASSES) * sk:  # more than the split product costs
         (c,), tail, err = _split_terms(q, k.T, slices=1)
         every = np.arange(r)
         return _LogitTerms(c, every, np.broadcast_to(tail, c.shape), np.broadcast_to(err, c.shape),
@@ -692,7 +695,7 @@ def _numerator_terms(p: np.ndarray, v: np.ndarray, v_grid: np.ndarray, v_max: np
     fits = 2 * s_up * (v_top + 2.0**(gamma_v - 1)) < np.ldexp(1.0, need)  # 2 ||P1_r||_1 max|v1| < 2^need
     feasible = ((beta >= 1) & (top - beta + gamma_v >= -1074) & (need < 1000) & fits) | ~live
     keys = np.flatnonzero(v_grid < gamma_v)
-    if not feasible.all() or gamma_v < -1000 or CORRECTION_SHARE * 2 * keys.size > sk:
+    if not feasible.all() or gamma_v < -1000 or OFF_GRID_SHARE * keys.size > sk:
         num, nu = _split_product(p, v, slices=2)
         s, sigma_s = _split_product(p, np.ones((sk, 1)), slices=2)
         return num, nu, s, sigma_s
@@ -918,7 +921,7 @@ def _precise_numerator(rows: _Rows, p: np.ndarray, need: np.ndarray | None):
         return num, nu, (p @ np.abs(v)) / (1 - gamma(sk)) + sk * ETA, rows.stats.v_max, s, sigma_s
     s, sigma_s = _split_product(p, np.ones(v.shape[:-1] + (1,)), slices=2)  # (B, Hkv, R, 1)
     b, g, r, d = np.nonzero(need)
-    pe, ve = p[b, g, r], np.swapaxes(v, -1, -2).copy()[b, g, d]  # (E, Sk) each: P's row and V's column of a pair
+    pe, ve = p[b, g, r], np.swapaxes(v, -1, -2)[b, g, d]  # (E, Sk) each: P's row and V's column of a pair
     num_e, nu_e = _split_product(pe[:, None, :], ve[:, :, None], slices=2)  # (E, 1, 1)
     fields = [np.full(need.shape, fill) for fill in (np.nan, np.inf, np.inf, np.inf)]
     values = (num_e[:, 0, 0], nu_e[:, 0, 0], np.einsum("ej,ej->e", pe, np.abs(ve)) / (1 - gamma(sk)) + sk * ETA,
