@@ -293,21 +293,22 @@ def rounding_tail_logits() -> tuple[np.ndarray, np.ndarray]:
             np.array([[4.0, 1.0, 3.0], [2.0, 1.0, 1.0]]))
 
 
-@pytest.mark.parametrize("mutate", ["budget", "tail errors", "no rounding onto the grid"])
+#: Mutants of tier 1b: a budget 5 bits too large, the float64 products' error terms dropped, keys left off the grid.
+MUTANTS = {"budget": ("BITS", 58), "error terms": ("gamma", lambda n: 0.0),
+           "no rounding onto the grid": ("_to_grid", lambda x, grid: (x, np.zeros_like(x)))}
+
+
+@pytest.mark.parametrize("mutate", sorted(MUTANTS))
 def test_logit_terms_mutants_are_caught(monkeypatch, mutate):
     """Each mutant fails on a constructed case (budget, tails) or on a generated one (keys left off the grid)."""
-    witness = {"budget": budget_logits, "tail errors": rounding_tail_logits}.get(mutate)
+    witness = {"budget": budget_logits, "error terms": rounding_tail_logits}.get(mutate)
     if witness is not None:
         assert logit_terms_violation(*witness()) is None
-    if mutate == "budget":
-        monkeypatch.setattr(certified, "BITS", 58)
-    elif mutate == "tail errors":
-        monkeypatch.setattr(certified, "gamma", lambda n: 0.0)
-    else:
-        monkeypatch.setattr(certified, "_to_grid", lambda x, grid: (x, np.zeros_like(x)))
+    monkeypatch.setattr(certified, *MUTANTS[mutate])
+    if witness is None:
         find_failure(logit_operands, lambda ops: logit_terms_violation(*ops) is not None, max_examples=300)
-        return
-    assert logit_terms_violation(*witness()) is not None
+    else:
+        assert logit_terms_violation(*witness()) is not None
 
 
 def numerator_violation(p, v) -> str | None:
@@ -374,18 +375,13 @@ def budget_numerator() -> tuple[np.ndarray, np.ndarray]:
     return p, 1 + (2 * rng.integers(0, 512, (63, 1)) + 1) * 2.0**-23
 
 
-@pytest.mark.parametrize("mutate", ["budget", "low-part errors", "no rounding onto the grid"])
+@pytest.mark.parametrize("mutate", sorted(MUTANTS))
 def test_numerator_terms_mutants_are_caught(monkeypatch, mutate):
-    """Each mutant fails on a constructed case: a tight budget, cancelling low parts, keys off the grid."""
-    witness = {"budget": budget_numerator, "low-part errors": cancelling_numerator,
+    """Each mutant fails on a constructed case: a tight budget, cancelling low parts, rows of V off the grid."""
+    witness = {"budget": budget_numerator, "error terms": cancelling_numerator,
                "no rounding onto the grid": off_grid_numerator}[mutate]
     assert numerator_violation(*witness()) is None
-    if mutate == "budget":
-        monkeypatch.setattr(certified, "BITS", 58)
-    elif mutate == "low-part errors":
-        monkeypatch.setattr(certified, "gamma", lambda n: 0.0)
-    else:
-        monkeypatch.setattr(certified, "_to_grid", lambda x, grid: (x, np.zeros_like(x)))
+    monkeypatch.setattr(certified, *MUTANTS[mutate])
     assert numerator_violation(*witness()) is not None
 
 
@@ -432,7 +428,7 @@ def test_shifted_logits_mutants_are_caught(monkeypatch):
     allowed = np.ones((q.shape[0], k.shape[0]), dtype=bool)
     assert shifted_violation(q, k, allowed, (0.3, 0.0)) is None
     with monkeypatch.context() as patch:
-        patch.setattr(certified, "BITS", 58)
+        patch.setattr(certified, *MUTANTS["budget"])
         assert shifted_violation(q, k, allowed, (0.3, 0.0)) is not None
     monkeypatch.setattr(certified, "U1", 0.0)
     find_failure(shifted_operands(), lambda ops: shifted_violation(*ops) is not None, max_examples=100)
