@@ -30,7 +30,7 @@ Evaluation in tiers
       one GEMM and P V in two (P split in two slices), with no splitting of K or V: one pass
       over each finds their grids (:func:`scan_rows`). The logits then round once, in
       fl(scale (q.k_j - q.k_ref)), and the enclosure is about (rho + (u + kappa) H / l)
-      max|v| with H / l the mean |logit - max|: ~5u max|v| at the DeepSeek-V3 decode shape,
+      max|v| with H / l the mean |logit - max|: ~4u max|v| at the DeepSeek-V3 decode shape,
       enough for FP32. Problems with a softcap or an additive mask use 1a.
 2. **precise**: the rows tier 1 cannot certify are recomputed with the logits carried as
    double-doubles (Dekker's TwoProduct, Knuth's TwoSum) up to the exp kernel, and exact
