@@ -261,8 +261,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="interleaved repeats per timing (default 7)")
     parser.add_argument("--scaling", action="store_true", help="measure time and memory against S_k instead")
     parser.add_argument("--fmt", default="none",
-                        help="output format for --scaling: none (the float64 enclosure, tier 1 only; default), "
-                             "bf16, fp16 or fp32 (certified rounding, with tiers 2 and 3 where needed)")
+                        help="output format for --scaling: none (the float64 enclosure of tier 1a only; default), "
+                             "bf16, fp16 or fp32 (certified rounding: tier 1a or 1b by the oracle's rule, then tiers "
+                             "2 and 3 where needed)")
     parser.add_argument("--max-sk", type=int, default=65536, help="largest S_k for --scaling (default 65536)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
