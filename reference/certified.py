@@ -647,7 +647,7 @@ def _logit_terms(q: np.ndarray, k: np.ndarray, k_grid: np.ndarray, k_norm: np.nd
     split = depth[None, :] > beta
     grid = top[None, :] - np.minimum(beta, depth[None, :]) + gammas
     splittable = (beta >= 1) & (top[None, :] - beta >= -1000) & (top[None, :] - beta <= 970)  # sigma is normal
-    feasible = (splittable | ~split) & (grid >= -1074) & (need < 1000) & (gammas >= -1000)
+    feasible = (splittable | ~split) & (grid >= -1074) & (need < 1000) & (np.abs(gammas) <= 1000)
     n_bad = np.searchsorted(np.sort(k_grid), gammas[:, 0])
     cost = np.where(feasible.all(axis=1), sk * split.sum(axis=1) + 2 * r * n_bad, np.inf)
     best = int(np.argmin(cost))
