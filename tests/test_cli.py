@@ -78,3 +78,14 @@ def test_help_and_version(argv, capsys):
 
 def test_unknown_tool_name_is_a_usage_error():
     assert cli.main(["report", "no-such-report"]) == 2
+
+
+def test_a_source_checkout_resolves_the_subpackages():
+    """Without site-packages (so without the install's mapping), attnspec.spec comes from the checkout's spec/;
+    the import then stops at the first missing third-party dependency, never at 'attnspec.spec'."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); import attnspec.spec"
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert "No module named 'attnspec.spec'" not in out.stderr
+    assert str(root / "spec" / "__init__.py") in out.stderr and "No module named 'numpy'" in out.stderr
